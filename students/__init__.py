@@ -1,0 +1,18 @@
+"""MobileNetV4 students (mnv4.md §1-6): the five models of the paper, exact to timm's weights."""
+
+from students.mnv4 import MobileNetV4
+from students.registry import create_model, list_models
+from students.specs import SPECS, TIMM_NAMES, ModelSpec
+from students.weights import CheckpointError, convert_timm_state_dict, load_checkpoint
+
+__all__ = [
+    "SPECS",
+    "TIMM_NAMES",
+    "CheckpointError",
+    "MobileNetV4",
+    "ModelSpec",
+    "convert_timm_state_dict",
+    "create_model",
+    "list_models",
+    "load_checkpoint",
+]
