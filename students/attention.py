@@ -117,7 +117,9 @@ class MultiHeadAttention(nn.Module):
         def heads(t: torch.Tensor) -> torch.Tensor:  # [B, h*d, H, W] -> [B, h, N, d]
             return _tokens(t).reshape(b, h * w, self.num_heads, self.head_dim).transpose(1, 2)
 
-        o = F.scaled_dot_product_attention(heads(self.query(x)), heads(self.key(x)), heads(self.value(x)))
+        o = F.scaled_dot_product_attention(
+            heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        )
         o = _grid(o.transpose(1, 2).reshape(b, h * w, -1), h, w)
         if not x.is_contiguous(memory_format=torch.channels_last):
             o = o.contiguous()

@@ -47,7 +47,9 @@ def _build_block(
         if attention == "mhsa":
             attn: nn.Module = MultiHeadAttention(in_chs, row.heads, row.dim)
         else:
-            attn = MultiQueryAttention(in_chs, row.heads, row.dim, row.dim, row.kv_stride, row.kernel)
+            attn = MultiQueryAttention(
+                in_chs, row.heads, row.dim, row.dim, row.kv_stride, row.kernel
+            )
         return AttentionBlock(attn, in_chs, spec.layer_scale, drop_path_rate)
     raise TypeError(f"unknown spec row {row!r} in {spec.name}")
 
@@ -108,7 +110,9 @@ class MobileNetV4(nn.Module):
         for i, rows in enumerate(stages_rows):
             blocks = []
             for row in rows:
-                blocks.append(_build_block(row, in_chs, spec, drop_path_rate * j / total, attention))
+                blocks.append(
+                    _build_block(row, in_chs, spec, drop_path_rate * j / total, attention)
+                )
                 in_chs = _row_out(row, in_chs)
                 stride *= getattr(row, "stride", 1)
                 j += 1

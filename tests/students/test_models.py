@@ -1,0 +1,200 @@
+"""The contract every MNv4 student keeps: exact size, timm parity, shapes, gradients, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import students
+from students.attention import MultiQueryAttention
+from students.profiling import count_macs, count_params
+
+NAMES = students.list_models()
+
+# mnv4.md §5 (params, 1000 classes) and §6.1 (state_dict entries, layer-scale vectors).
+EXPECTED = {
+    "mnv4_conv_s": (3_774_024, 278, 0),
+    "mnv4_conv_m": (9_715_512, 464, 0),
+    "mnv4_conv_l": (32_590_864, 614, 0),
+    "mnv4_hybrid_m": (11_074_648, 632, 30),
+    "mnv4_hybrid_l": (37_764_624, 787, 35),
+}
+# mnv4.md §5, counted MACs at the native resolution (convs, classifier, QK^T and AV).
+EXPECTED_GMACS = {
+    "mnv4_conv_s": 0.186,
+    "mnv4_conv_m": 1.080,
+    "mnv4_conv_l": 6.376,
+    "mnv4_hybrid_m": 1.271,
+    "mnv4_hybrid_l": 7.712,
+}
+
+
+def test_list_models_names_the_five_students():
+    assert NAMES == ["mnv4_conv_s", "mnv4_conv_m", "mnv4_conv_l", "mnv4_hybrid_m", "mnv4_hybrid_l"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_parameter_count_and_state_dict_layout_match_the_spec(name):
+    params, entries, gammas = EXPECTED[name]
+    model = students.create_model(name)
+    assert count_params(model) == params
+    state = model.state_dict()
+    assert len(state) == entries
+    assert sum(k.endswith("layer_scale.gamma") for k in state) == gammas
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_macs_match_the_counted_figures(name):
+    model = students.create_model(name)
+    gmacs = count_macs(model, model.default_resolution) / 1e9
+    assert gmacs == pytest.approx(EXPECTED_GMACS[name], rel=0.02)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_native_resolution(name):
+    expected = {"mnv4_conv_s": 224, "mnv4_conv_l": 384, "mnv4_hybrid_l": 384}.get(name, 256)
+    assert students.create_model(name).default_resolution == expected
+
+
+@pytest.mark.parametrize("channels_last", [True, False], ids=["channels_last", "nchw"])
+@pytest.mark.parametrize("name", NAMES)
+def test_logits_equal_timm_given_the_same_weights(name, channels_last, timm_models):
+    """Ours (default channels_last, or NCHW) against timm's default NCHW model, fp32, eval."""
+    reference = timm_models[name]
+    model = students.create_model(name, channels_last=channels_last)
+    model.load_state_dict(students.convert_timm_state_dict(reference.state_dict()), strict=False)
+    model.eval()
+    res = model.default_resolution
+    x = torch.randn(2, 3, res, res, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours = model(x)
+        theirs = reference(x)
+    assert theirs.std() > 0.5, "test weights must give logits with a real spread"
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_parameter_gets_a_gradient_in_one_training_step(name):
+    torch.manual_seed(0)
+    model = students.create_model(name, num_classes=10, drop_path_rate=0.1).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    x, y = torch.randn(2, 3, 64, 64), torch.tensor([1, 7])
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    no_grad = [k for k, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert not no_grad
+    optimizer.step()
+    unchanged = [k for k, p in model.named_parameters() if torch.equal(p, before[k])]
+    assert not unchanged
+
+
+def test_drop_path_is_active_only_in_training():
+    torch.manual_seed(0)
+    model = students.create_model("mnv4_conv_s", drop_rate=0.0, drop_path_rate=0.5)
+    rates = [m.p for m in model.modules() if type(m).__name__ == "StochasticDepth"]
+    assert rates and max(rates) < 0.5 and min(rates) > 0
+    x = torch.randn(4, 3, 64, 64)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()  # isolate drop path: BN in eval so only stochastic depth can differ
+    with torch.no_grad():
+        assert not torch.equal(model(x), model(x))
+
+
+def test_drop_path_follows_timms_linear_schedule():
+    model = students.create_model("mnv4_hybrid_m", drop_path_rate=0.1)
+    # mnv4.md §1.6: block j of N = 32 gets 0.1 * j / 32; blocks.2.1 is the 4th block (j = 4).
+    assert model.blocks[2][1].drop_path.p == pytest.approx(0.1 * 4 / 32)
+    assert model.blocks[3][15].drop_path.p == pytest.approx(0.1 * 30 / 32)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_features_head_and_intermediates(name):
+    model = students.create_model(name).eval()
+    assert (model.num_features, model.head_hidden_size) == (960, 1280)
+    x = torch.randn(1, 3, 128, 96)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        assert feats.shape == (1, 960, 4, 3)
+        assert model.forward_head(feats, pre_logits=True).shape == (1, 1280)
+        assert model.forward_head(feats).shape == (1, 1000)
+        maps = model.forward_intermediates(x)
+    assert [m.shape[-1] for m in maps] == [48, 24, 12, 6, 3]
+    assert [m.shape[1] for m in maps] == [i["channels"] for i in model.feature_info]
+    assert [i["stride"] for i in model.feature_info] == [2, 4, 8, 16, 32]
+    assert maps[-1].shape[1] == 960
+    torch.testing.assert_close(maps[-1], feats)
+
+
+@pytest.mark.parametrize("resolution", [32, 64, 160, 224, 288])
+def test_any_resolution_divisible_by_32_runs(resolution):
+    model = students.create_model("mnv4_hybrid_m", num_classes=7).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, resolution, resolution)).shape == (1, 7)
+
+
+def test_channels_last_and_contiguous_inputs_agree():
+    model = students.create_model("mnv4_hybrid_m").eval()
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        a = model(x)
+        b = model(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(a, b)
+    assert all(
+        p.is_contiguous(memory_format=torch.channels_last)
+        for p in model.parameters()
+        if p.ndim == 4
+    )
+
+
+def test_batch_size_one_in_eval_mode():
+    model = students.create_model("mnv4_conv_s").eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 224, 224)).shape == (1, 1000)
+
+
+def test_mqa_has_one_shared_key_and_value_head():
+    block = students.create_model("mnv4_hybrid_l").blocks[2][7]
+    attn = block.attn
+    assert isinstance(attn, MultiQueryAttention)
+    assert attn.query.proj.weight.shape == (8 * 48, 192, 1, 1)
+    assert attn.key.proj.weight.shape == (48, 192, 1, 1)
+    assert attn.value.proj.weight.shape == (48, 192, 1, 1)
+    assert attn.key.down_conv.stride == (2, 2)
+    assert block.layer_scale.gamma.flatten().tolist() == pytest.approx([1e-5] * 192)
+
+
+def test_mhsa_and_no_attention_variants_for_the_ablation():
+    mqa = students.create_model("mnv4_hybrid_m")
+    mhsa = students.create_model("mnv4_hybrid_m", attention="mhsa")
+    none = students.create_model("mnv4_hybrid_m", attention="none")
+    assert count_params(none) < count_params(mqa) < count_params(mhsa)
+    assert len(none.blocks[2]) == len(mqa.blocks[2]) - 4
+    with torch.no_grad():
+        assert mhsa.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+
+
+def test_unknown_name_lists_the_available_students():
+    with pytest.raises(ValueError, match="mnv4_conv_s, mnv4_conv_m, .*mnv4_hybrid_l"):
+        students.create_model("mnv4_conv_xl")
+
+
+def test_unknown_keyword_is_an_error_not_ignored():
+    with pytest.raises(TypeError):
+        students.create_model("mnv4_conv_s", drop_pth_rate=0.1)
+
+
+@pytest.mark.parametrize(
+    "shape, fragment",
+    [((3, 224, 224), r"\[B, 3, H, W\].*\(3, 224, 224\)"), ((1, 1, 64, 64), r"\(1, 1, 64, 64\)")],
+)
+def test_malformed_input_names_the_expected_shape(shape, fragment):
+    model = students.create_model("mnv4_conv_s").eval()
+    with pytest.raises(ValueError, match=fragment):
+        model(torch.randn(*shape))
