@@ -3,7 +3,14 @@
 from students.mnv4 import MobileNetV4
 from students.registry import create_model, list_models
 from students.specs import SPECS, TIMM_NAMES, ModelSpec
-from students.weights import CheckpointError, convert_timm_state_dict, load_checkpoint
+from students.weights import (
+    CheckpointError,
+    convert_timm_state_dict,
+    load_checkpoint,
+    load_state_dict_strict,
+    read_state_dict,
+    strip_wrapper_prefixes,
+)
 
 __all__ = [
     "SPECS",
@@ -15,4 +22,7 @@ __all__ = [
     "create_model",
     "list_models",
     "load_checkpoint",
+    "load_state_dict_strict",
+    "read_state_dict",
+    "strip_wrapper_prefixes",
 ]

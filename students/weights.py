@@ -47,11 +47,7 @@ def convert_timm_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str,
     """
     if not isinstance(state_dict, Mapping):
         raise CheckpointError(f"expected a state_dict mapping, got {type(state_dict).__name__}")
-    out = {
-        k: v
-        for k, v in _strip_prefix(state_dict).items()
-        if not k.endswith(_UNUSED_SUFFIXES) and isinstance(v, torch.Tensor)
-    }
+    out = strip_wrapper_prefixes(state_dict)
     if "conv_stem.weight" not in out or not any(k.startswith("blocks.") for k in out):
         sample = ", ".join(sorted(out)[:5]) or "no tensors"
         raise CheckpointError(
@@ -91,14 +87,25 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state_dict")
 
 
-def load_checkpoint(model: nn.Module, path: str | Path) -> None:
-    """Strictly load ours- or timm-layout weights into ``model``.
+def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove DDP/compile/Lightning prefixes shared by every key and drop non-tensor entries."""
+    return {
+        k: v
+        for k, v in _strip_prefix(state_dict).items()
+        if isinstance(v, torch.Tensor) and not k.endswith(_UNUSED_SUFFIXES)
+    }
 
-    Every key must match with the exact shape; otherwise ``CheckpointError`` lists the missing,
-    unexpected and mis-shaped keys (first ten of each) and the model is left untouched.
+
+def load_state_dict_strict(
+    model: nn.Module, state: Mapping[str, torch.Tensor], source: str, target: str
+) -> None:
+    """Load ``state`` into ``model`` only if every key and shape matches.
+
+    Otherwise raise ``CheckpointError`` naming ``source`` and ``target`` and listing the missing,
+    unexpected and mis-shaped keys (first ten of each); the model is left untouched.
     """
-    state = convert_timm_state_dict(read_state_dict(path))
     own = {k: v for k, v in model.state_dict().items() if not k.endswith(_UNUSED_SUFFIXES)}
+    state = {k: v for k, v in state.items() if not k.endswith(_UNUSED_SUFFIXES)}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shapes = sorted(
@@ -107,15 +114,22 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> None:
         if state[k].shape != own[k].shape
     )
     if missing or unexpected or shapes:
-        parts = [f"{path} does not match {getattr(model, 'spec', model).__class__.__name__}"]
-        name = getattr(getattr(model, "spec", None), "name", None)
-        if name:
-            parts[0] = f"{path} does not fit {name}"
+        parts = [f"{source} does not fit {target}"]
         for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
             if items:
                 more = f" (+{len(items) - 10} more)" if len(items) > 10 else ""
                 parts.append(f"{len(items)} {label} keys: {', '.join(items[:10])}{more}")
-        if any(k.startswith("classifier.") for k in shapes):
-            parts.append("a different class count: pass the checkpoint's num_classes")
+        if len(shapes) <= 2 and shapes and all(_is_classifier(k) for k in shapes):
+            parts.append("the class count differs: pass the checkpoint's num_classes")
         raise CheckpointError("; ".join(parts))
     model.load_state_dict(state, strict=False)
+
+
+def _is_classifier(shape_line: str) -> bool:
+    return shape_line.split(".")[0] in ("classifier", "fc", "head", "heads")
+
+
+def load_checkpoint(model: nn.Module, path: str | Path) -> None:
+    """Strictly load ours- or timm-layout weights into an MNv4 ``model`` (see above)."""
+    name = getattr(getattr(model, "spec", None), "name", type(model).__name__)
+    load_state_dict_strict(model, convert_timm_state_dict(read_state_dict(path)), str(path), name)

@@ -1,0 +1,294 @@
+"""Training a teacher where none exists: a supervised Lightning recipe that writes a checkpoint.
+
+AdamW (no weight decay on norms and biases), linear warm-up then cosine by steps, label
+smoothing, Inception crop + RandAugment per sample and MixUp/CutMix per batch (torchvision). The
+checkpoint records the spec, classes, preprocessing and the validation accuracy
+(teachers/checkpoint.py), so ``create_teacher(path)`` reloads it as a frozen teacher.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from timm.optim import param_groups_weight_decay
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchmetrics.classification import MulticlassAccuracy
+from torchvision.transforms import v2
+
+from teachers.checkpoint import save_teacher
+from teachers.evaluate import evaluate
+from teachers.preprocess import Preprocessing
+from teachers.zoo import build_model
+
+
+@dataclass
+class TeacherRecipe:
+    """Hyper-parameters of the supervised teacher recipe (defaults suit small datasets)."""
+
+    image_size: int = 224
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 2.0
+    label_smoothing: float = 0.1
+    crop_scale: tuple[float, float] = (0.35, 1.0)
+    randaugment_ops: int = 2
+    randaugment_magnitude: int = 9
+    mixup_alpha: float = 0.2
+    cutmix_alpha: float = 1.0
+    mix_prob: float = 0.5
+    hflip: bool = True
+    crop_pct: float = 0.875
+    seed: int = 0
+    num_workers: int = 0
+    accelerator: str = "auto"
+    devices: int | str = 1
+    precision: str = "32-true"
+
+
+class ImageDataset(Dataset):
+    """(image, label) pairs from a uint8 tensor [N, 3, H, W] or any (PIL image, label) dataset."""
+
+    def __init__(self, images, labels: torch.Tensor | None, transform: v2.Transform) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        if self.labels is None:  # a torchvision-style dataset yielding (image, label)
+            image, label = self.images[i]
+        else:
+            image, label = self.images[i], int(self.labels[i])
+        return self.transform(image), label
+
+
+def train_transform(recipe: TeacherRecipe) -> v2.Transform:
+    """Inception crop, optional flip, RandAugment; uint8 CHW out."""
+    ops: list[v2.Transform] = [
+        v2.ToImage(),
+        v2.RandomResizedCrop(recipe.image_size, scale=recipe.crop_scale, antialias=True),
+    ]
+    if recipe.hflip:
+        ops.append(v2.RandomHorizontalFlip())
+    if recipe.randaugment_ops > 0:
+        ops.append(v2.RandAugment(recipe.randaugment_ops, recipe.randaugment_magnitude))
+    ops.append(v2.ToDtype(torch.uint8, scale=True))
+    return v2.Compose(ops)
+
+
+def eval_transform(recipe: TeacherRecipe) -> v2.Transform:
+    """Resize to size / crop_pct, then centre crop (the standard evaluation view)."""
+    resize = max(recipe.image_size, math.floor(recipe.image_size / recipe.crop_pct))
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.Resize(resize, antialias=True),
+            v2.CenterCrop(recipe.image_size),
+            v2.ToDtype(torch.uint8, scale=True),
+        ]
+    )
+
+
+def warmup_cosine(optimizer, warmup_steps: int, total_steps: int, floor: float = 1e-3):
+    """Linear warm-up then cosine decay to ``floor`` x peak, stepped every optimizer step."""
+    warmup_steps = max(1, min(warmup_steps, total_steps - 1))
+    return torch.optim.lr_scheduler.SequentialLR(
+        optimizer,
+        [
+            torch.optim.lr_scheduler.LinearLR(optimizer, 1e-3, 1.0, total_iters=warmup_steps),
+            torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer,
+                T_max=max(1, total_steps - warmup_steps),
+                eta_min=floor * optimizer.param_groups[0]["lr"],
+            ),
+        ],
+        milestones=[warmup_steps],
+    )
+
+
+class SupervisedModule(L.LightningModule):
+    """Cross-entropy training of a classifier on [0, 1] images with its own preprocessing."""
+
+    def __init__(
+        self, model: nn.Module, prep: Preprocessing, num_classes: int, recipe: TeacherRecipe
+    ) -> None:
+        super().__init__()
+        self.model, self.prep, self.recipe = model, prep, recipe
+        self.num_classes = num_classes
+        mixers = []
+        if recipe.mixup_alpha > 0:
+            mixers.append(v2.MixUp(alpha=recipe.mixup_alpha, num_classes=num_classes))
+        if recipe.cutmix_alpha > 0:
+            mixers.append(v2.CutMix(alpha=recipe.cutmix_alpha, num_classes=num_classes))
+        self.mix = v2.RandomChoice(mixers) if mixers else None
+        self.val_top1 = MulticlassAccuracy(num_classes=num_classes, average="micro")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(self.prep(images))
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        x = self.prep(images)
+        targets = labels
+        if self.mix is not None and torch.rand(()) < self.recipe.mix_prob:
+            x, targets = self.mix(x, labels)
+        loss = F.cross_entropy(self.model(x), targets, label_smoothing=self.recipe.label_smoothing)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        images, labels = batch
+        self.val_top1.update(self(images), labels)
+        self.log("val/top1", self.val_top1, prog_bar=True, on_epoch=True)
+
+    def configure_optimizers(self):
+        groups = param_groups_weight_decay(self.model, self.recipe.weight_decay)
+        optimizer = torch.optim.AdamW(groups, lr=self.recipe.lr)
+        total = int(self.trainer.estimated_stepping_batches)
+        steps_per_epoch = max(1, total // max(1, self.recipe.epochs))
+        warmup = int(self.recipe.warmup_epochs * steps_per_epoch)
+        scheduler = warmup_cosine(optimizer, warmup, total)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+
+def train_teacher(
+    spec: str,
+    train_images,
+    train_labels: torch.Tensor | None,
+    val_images,
+    val_labels: torch.Tensor | None,
+    num_classes: int,
+    out: str | Path,
+    recipe: TeacherRecipe | None = None,
+    *,
+    classes: list[str] | None = None,
+    checkpoint: str | Path | None = None,
+    pretrained: bool = False,
+    mean: tuple[float, float, float] | None = None,
+    std: tuple[float, float, float] | None = None,
+    logger=False,
+) -> dict:
+    """Train (or fine-tune) the network of ``spec`` and write a teacher checkpoint to ``out``.
+
+    Images are a uint8 tensor [N, 3, H, W] with labels, or a torchvision-style dataset of
+    (PIL image, label) with ``*_labels=None``. ``pretrained``/``checkpoint`` start from published
+    or local weights (fine-tuning); the default trains from scratch.
+
+    Returns the validation metrics and the checkpoint path.
+    """
+    recipe = recipe or TeacherRecipe()
+    L.seed_everything(recipe.seed, workers=True, verbose=False)
+    built = build_model(spec, num_classes, checkpoint=checkpoint, pretrained=pretrained)
+    built.preprocessing = Preprocessing(
+        input_size=recipe.image_size,
+        mean=mean or built.preprocessing.mean,
+        std=std or built.preprocessing.std,
+        interpolation="bicubic",
+        crop_pct=recipe.crop_pct,
+    )
+    built.num_classes = num_classes
+    built.classes = classes
+    train_set = ImageDataset(train_images, train_labels, train_transform(recipe))
+    val_set = ImageDataset(val_images, val_labels, eval_transform(recipe))
+    loader_kw = dict(batch_size=recipe.batch_size, num_workers=recipe.num_workers)
+    train_loader = DataLoader(
+        train_set, shuffle=True, drop_last=len(train_set) > recipe.batch_size, **loader_kw
+    )
+    val_loader = DataLoader(val_set, **loader_kw)
+
+    module = SupervisedModule(built.model, built.preprocessing, num_classes, recipe)
+    trainer = L.Trainer(
+        max_epochs=recipe.epochs,
+        accelerator=recipe.accelerator,
+        devices=recipe.devices,
+        precision=recipe.precision,
+        logger=logger,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        log_every_n_steps=10,
+        default_root_dir=str(Path(out).parent),
+    )
+    trainer.fit(module, train_loader, val_loader)
+    built.model.eval()
+    metrics = evaluate(module.cpu().eval(), val_loader, num_classes)
+    metrics.update(epochs=recipe.epochs, spec=spec)
+    path = save_teacher(
+        built,
+        spec,
+        out,
+        {**metrics, "recipe": asdict(recipe)},
+    )
+    return {**metrics, "path": str(path)}
+
+
+def _load_data(data: str, image_size: int, seed: int):
+    """``digits`` (embedded) or an ImageFolder root with ``train/`` and ``val/`` sub-folders."""
+    if data == "digits":
+        from data.digits import DIGIT_CLASSES, load_digits_images, stratified_split
+
+        images, labels = load_digits_images(image_size)
+        split = stratified_split(labels, {"train": 0.8, "val": 0.2}, seed)
+        tr, va = split["train"], split["val"]
+        return images[tr], labels[tr], images[va], labels[va], DIGIT_CLASSES
+    from torchvision.datasets import ImageFolder
+
+    root = Path(data)
+    for part in ("train", "val"):
+        if not (root / part).is_dir():
+            raise SystemExit(f"--data {root}: expected an ImageFolder with {part}/ inside")
+    train, val = ImageFolder(str(root / "train")), ImageFolder(str(root / "val"))
+    if train.classes != val.classes:
+        raise SystemExit(f"--data {root}: train/ and val/ have different class folders")
+    return train, None, val, None, train.classes
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m teachers.train", description=__doc__)
+    p.add_argument("--spec", required=True, help="timm:<name>, torchvision:<name> or mnv4:<name>")
+    p.add_argument("--data", default="digits", help="'digits' or an ImageFolder root")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint path (.safetensors)")
+    p.add_argument("--pretrained", action="store_true", help="fine-tune from published weights")
+    p.add_argument("--checkpoint", type=Path, help="fine-tune from local weights")
+    defaults = TeacherRecipe()
+    for field, value in asdict(defaults).items():
+        if isinstance(value, tuple):
+            continue
+        kind = type(value) if not isinstance(value, bool) else (lambda s: s.lower() == "true")
+        p.add_argument(f"--{field.replace('_', '-')}", type=kind, default=value)
+    args = p.parse_args(argv)
+    recipe = TeacherRecipe(**{k: getattr(args, k) for k in asdict(defaults) if hasattr(args, k)})
+    tr_x, tr_y, va_x, va_y, classes = _load_data(args.data, recipe.image_size, recipe.seed)
+    result = train_teacher(
+        args.spec,
+        tr_x,
+        tr_y,
+        va_x,
+        va_y,
+        len(classes),
+        args.out,
+        recipe,
+        classes=classes,
+        checkpoint=args.checkpoint,
+        pretrained=args.pretrained,
+    )
+    print(
+        f"teacher {args.spec}: val top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f} "
+        f"on {result['samples']} images -> {result['path']}"
+    )
+
+
+if __name__ == "__main__":
+    main()
