@@ -11,7 +11,7 @@ import sys
 
 from bench.common import RESULTS, machine
 
-ORDER = ["students", "attention"]
+ORDER = ["students", "attention", "teachers"]
 
 
 def main(argv: list[str]) -> None:

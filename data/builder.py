@@ -1,0 +1,446 @@
+"""Building the mixed distillation dataset: augment, JPEG round trip, teacher-label, write shards.
+
+For each configured variant (conf/variant/*.yaml) this plans the units (source image x replica)
+deterministically, splits them into fixed shards, and builds the shards this process owns
+(shard i goes to rank i % world; ``torchrun --nproc_per_node=N -m data.build`` runs N of them).
+Finished shards are kept, so a rerun resumes; a set is sealed by its manifest once all of its
+shards exist. Bad inputs are skipped, counted and reported by file, never a crash mid-build.
+
+Entry point: ``python -m data.build`` (data/build.py, the Hydra app over ``conf/build.yaml``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from data.augment import ExtraVariant, Unit, Variant, center_view, make_variant, to_chw
+from data.extra import Selection, balance
+from data.images import BadImage, jpeg_round_trip
+from data.labels import encode_soft_label
+from data.shards import (
+    clean_partials,
+    config_hash,
+    read_manifest,
+    shard_complete,
+    shard_name,
+    write_json_atomic,
+    write_shard,
+)
+from data.sources import Source
+from teachers import FrozenTeacher
+
+log = logging.getLogger("data.builder")
+
+
+@dataclass
+class SetReport:
+    """What one build of one set did."""
+
+    name: str
+    written: int = 0
+    reused_shards: int = 0
+    built_shards: int = 0
+    samples: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    images_per_s: float = 0.0
+    teacher_images_per_s: float = 0.0
+    complete: bool = False
+    balance: Selection | None = None
+
+    def skip_counts(self) -> dict[str, int]:
+        return dict(Counter(r.split(":")[0] for _, r in set(self.skipped)))
+
+
+class UnitImages(Dataset):
+    """Makes the units of one shard in DataLoader workers: augment, then JPEG round trip."""
+
+    def __init__(self, variant: Variant, source: Source, units: list[Unit], quality: int) -> None:
+        self.variant, self.source, self.units, self.quality = variant, source, units, quality
+        self.max_side = int(variant.cfg.get("max_side", 4 * variant.size))
+
+    def __len__(self) -> int:
+        return len(self.units)
+
+    def _load(self, item):
+        return self.source.load(item, self.max_side)
+
+    def __getitem__(self, k: int) -> dict:
+        unit = self.units[k]
+        try:
+            rgb, params = self.variant.make(unit, self._load)
+            data, decoded = jpeg_round_trip(rgb, self.quality)
+        except BadImage as e:
+            return {"unit": k, "ref": unit.item.ref, "reason": str(e)}
+        except Exception as e:  # an input that breaks an augmentation: skip it, say why
+            return {"unit": k, "ref": unit.item.ref, "reason": f"error: {type(e).__name__}: {e}"}
+        return {"unit": k, "jpg": data, "image": to_chw(decoded), "params": params}
+
+
+def _collate(batch: list[dict]) -> list[dict]:
+    return batch
+
+
+def _sample(unit: Unit, made: dict, variant: Variant, probs, indices) -> dict:
+    meta = {
+        "key": unit.item.key,
+        "ref": unit.item.ref,
+        "variant": variant.name,
+        "kind": variant.kind,
+        "replica": unit.replica,
+        "label": unit.label,
+        "params": made["params"],
+    }
+    sample = {"__key__": unit.key, "jpg": made["jpg"]}
+    if unit.label is not None:
+        sample["cls"] = str(unit.label).encode()
+    if probs is not None:
+        sample["soft.npy"] = encode_soft_label(probs, indices)
+        top = int(indices[0]) if indices is not None else int(probs.argmax())
+        meta["teacher_top1"] = [top, float(probs.max())]
+    sample["json"] = json.dumps(meta, default=str).encode()
+    return sample
+
+
+class SetBuilder:
+    """Builds one shard set (one variant over one source) with one teacher."""
+
+    def __init__(
+        self,
+        variant: Variant,
+        source: Source,
+        teacher: FrozenTeacher | None,
+        out_dir: Path,
+        cfg: dict,
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
+        self.variant, self.source, self.teacher = variant, source, teacher
+        self.cfg, self.rank, self.world = cfg, rank, world
+        self.set_dir = Path(out_dir) / variant.name
+        self.shard_size = int(cfg.get("shard_size", 1000))
+        self.top_k = cfg.get("top_k")
+        self.temperature = float(cfg.get("temperature", 1.0))
+        self.batch_size = int(cfg.get("batch_size", 64))
+        self.num_workers = int(cfg.get("num_workers", 0))
+        self.quality = int(variant.cfg.get("jpeg_quality", 90))
+        self.progress = bool(cfg.get("progress", True))
+
+    # -- identity and resume ------------------------------------------------------------------
+    def identity(self) -> dict:
+        return {
+            "variant": dict(self.variant.cfg),
+            "source": self.source.describe(),
+            "items": len(self.source.items),
+            "teacher": None if self.teacher is None else self.teacher.info.spec,
+            "top_k": self.top_k,
+            "temperature": self.temperature,
+            "shard_size": self.shard_size,
+        }
+
+    def _check_identity(self, overwrite: bool) -> str:
+        ident = self.identity()
+        h = config_hash(ident)
+        marker = self.set_dir / "build.json"
+        if marker.is_file():
+            old = json.loads(marker.read_text())
+            if old.get("config_hash") != h:
+                if not overwrite:
+                    raise ValueError(
+                        f"{self.set_dir} holds shards built from a different config "
+                        f"({old.get('config_hash')} vs {h}); pass overwrite=true to rebuild it or "
+                        "choose another out_dir"
+                    )
+                for p in self.set_dir.iterdir():
+                    if p.is_file():
+                        p.unlink()
+        self.set_dir.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:
+            write_json_atomic(marker, {"config_hash": h, "config": ident})
+        return h
+
+    # -- the extra set's selection ------------------------------------------------------------
+    @torch.no_grad()
+    def _score_pool(self) -> tuple[torch.Tensor, torch.Tensor]:
+        scorer = self.teacher
+        size, crop_pct = self.variant.size, float(self.variant.cfg.get("score_crop_pct", 0.875))
+        probs_top, cls_top = (
+            torch.zeros(len(self.source.items)),
+            torch.full((len(self.source.items),), -1, dtype=torch.long),
+        )
+        batch, idx = [], []
+        bar = tqdm(
+            total=len(self.source.items),
+            desc=f"{self.variant.name}: scoring pool",
+            disable=not self.progress,
+            unit="img",
+        )
+
+        def flush():
+            p = scorer.probs(torch.stack(batch))
+            top = p.max(1)
+            probs_top[idx], cls_top[idx] = top.values.cpu(), top.indices.cpu()
+            bar.update(len(batch))
+            batch.clear()
+            idx.clear()
+
+        for i, item in enumerate(self.source.items):
+            try:
+                img = self.source.load(item, 4 * size)
+            except BadImage as e:
+                self.report.skipped.append((item.ref, str(e)))
+                bar.update(1)
+                continue
+            batch.append(center_view(to_chw(img), size, crop_pct))
+            idx.append(i)
+            if len(batch) == self.batch_size:
+                flush()
+        if batch:
+            flush()
+        bar.close()
+        return probs_top, cls_top
+
+    def _selection(self) -> Selection:
+        path = self.set_dir / "selection.json"
+        if path.is_file():
+            data = json.loads(path.read_text())
+            entries = [tuple(e) for e in data["entries"]]
+            return Selection(
+                entries,
+                *({int(k): v for k, v in data[n].items()} for n in ("before", "kept", "after")),
+                data["target"],
+                data["empty_classes"],
+            )
+        if self.rank != 0:  # rank 0 scores the pool once; the others wait for its selection
+            deadline = time.time() + float(self.cfg.get("wait_s", 24 * 3600))
+            while not path.is_file():
+                if time.time() > deadline:
+                    raise TimeoutError(f"waited too long for {path} from rank 0")
+                time.sleep(2)
+            return self._selection()
+        if self.teacher is None:
+            raise ValueError(f"variant {self.variant.name!r} (extra) needs a teacher to score")
+        top_prob, top_cls = self._score_pool()
+        sel = balance(
+            top_prob,
+            top_cls,
+            self.teacher.num_classes,
+            float(self.variant.cfg.get("threshold", 0.3)),
+            self.variant.cfg.get("per_class"),
+        )
+        write_json_atomic(
+            path,
+            {
+                "entries": sel.entries,
+                "before": sel.before,
+                "kept": sel.kept,
+                "after": sel.after,
+                "target": sel.target,
+                "empty_classes": sel.empty_classes,
+            },
+        )
+        return sel
+
+    # -- building -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def _label(self, images: list[torch.Tensor]):
+        if self.teacher is None:
+            return [None] * len(images), [None] * len(images), 0.0
+        start = time.perf_counter()
+        probs = self.teacher.probs(torch.stack(images), self.temperature)
+        if probs.is_cuda:
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+        probs = probs.cpu()
+        if self.top_k:
+            values, indices = probs.topk(int(self.top_k), dim=1)
+            return list(values.half().numpy()), list(indices.int().numpy()), elapsed
+        return list(probs.half().numpy()), [None] * len(images), elapsed
+
+    def _build_shard(self, index: int, units: list[Unit], bar) -> float:
+        loader = DataLoader(
+            UnitImages(self.variant, self.source, units, self.quality),
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=_collate,
+        )
+        samples, skipped, teacher_s = [], [], 0.0
+        for made in loader:
+            good = [m for m in made if "jpg" in m]
+            for m in made:
+                if "jpg" not in m:
+                    skipped.append((m["ref"], m["reason"]))
+            if good:
+                probs, indices, secs = self._label([m["image"] for m in good])
+                teacher_s += secs
+                for m, p, i in zip(good, probs, indices, strict=True):
+                    samples.append(_sample(units[m["unit"]], m, self.variant, p, i))
+            bar.update(len(made))
+        record = {"shard": shard_name(self.variant.name, index), "skipped": skipped}
+        write_shard(self.set_dir, self.variant.name, index, samples, record)
+        self.report.skipped.extend(skipped)
+        self.report.written += len(samples)
+        return teacher_s
+
+    def run(self, overwrite: bool = False) -> SetReport:
+        self.report = SetReport(self.variant.name)
+        self.report.skipped.extend(self.source.skipped.entries)
+        h = self._check_identity(overwrite)
+        if self.rank == 0:
+            clean_partials(self.set_dir)
+        if isinstance(self.variant, ExtraVariant):
+            sel = self._selection()
+            self.variant.selection = sel.entries
+            if self.rank == 0:
+                log.info(
+                    "%s class balance:\n%s", self.variant.name, sel.report(self.source.classes)
+                )
+            self.report.balance = sel
+        units = self.variant.units(self.source)
+        if not units:
+            raise ValueError(f"variant {self.variant.name!r} has no units to build")
+        n_shards = -(-len(units) // self.shard_size)
+        mine = [i for i in range(n_shards) if i % self.world == self.rank]
+        todo = [i for i in mine if not shard_complete(self.set_dir, self.variant.name, i)]
+        self.report.reused_shards = len(mine) - len(todo)
+        todo_units = sum(len(units[i * self.shard_size : (i + 1) * self.shard_size]) for i in todo)
+        bar = tqdm(
+            total=todo_units,
+            desc=f"{self.variant.name} (rank {self.rank}/{self.world})",
+            unit="img",
+            disable=not self.progress,
+        )
+        start, teacher_s = time.perf_counter(), 0.0
+        for i in todo:
+            teacher_s += self._build_shard(
+                i, units[i * self.shard_size : (i + 1) * self.shard_size], bar
+            )
+            self.report.built_shards += 1
+        bar.close()
+        elapsed = time.perf_counter() - start
+        if todo_units and elapsed > 0:
+            self.report.images_per_s = self.report.written / elapsed
+            self.report.teacher_images_per_s = self.report.written / teacher_s if teacher_s else 0.0
+        self.report.complete = self._seal(n_shards, h)
+        return self.report
+
+    def _seal(self, n_shards: int, h: str) -> bool:
+        """Write the manifest once every shard of the set exists (any rank may be last)."""
+        names = [shard_name(self.variant.name, i) for i in range(n_shards)]
+        if not all(shard_complete(self.set_dir, self.variant.name, i) for i in range(n_shards)):
+            return False
+        records = [json.loads((self.set_dir / n).with_suffix(".json").read_text()) for n in names]
+        teacher = self.teacher
+        manifest = {
+            "name": self.variant.name,
+            "kind": self.variant.kind,
+            "num_samples": sum(r["samples"] for r in records),
+            "shards": {n: r["samples"] for n, r in zip(names, records, strict=True)},
+            "classes": self.source.classes or (teacher.info.classes if teacher else None),
+            "num_classes": len(self.source.classes or [])
+            or (teacher.num_classes if teacher else 0),
+            "image_size": self.variant.size,
+            "teacher": None if teacher is None else teacher.info.spec,
+            "labels": None
+            if teacher is None
+            else {
+                "format": "topk" if self.top_k else "full",
+                "top_k": self.top_k,
+                "temperature": self.temperature,
+            },
+            "source": self.source.describe(),
+            "config_hash": h,
+            "skipped": sum(len(r["skipped"]) for r in records),
+        }
+        if self.source.classes and teacher and teacher.num_classes != len(self.source.classes):
+            raise ValueError(
+                f"teacher {teacher.info.spec} has {teacher.num_classes} classes, source "
+                f"{self.source.describe()} has {len(self.source.classes)}"
+            )
+        write_json_atomic(self.set_dir / "manifest.json", manifest)
+        return True
+
+
+def dist_env() -> tuple[int, int, int]:
+    """(rank, world, local rank) of this builder process as torchrun sets them (1 process: 0,1,0).
+
+    Reading the environment is right here: this is the launched process itself, not a data
+    loader worker (stack.md §10).
+    """
+    return (
+        int(os.environ.get("RANK", 0)),
+        int(os.environ.get("WORLD_SIZE", 1)),
+        int(os.environ.get("LOCAL_RANK", 0)),
+    )
+
+
+def build_sets(
+    variants: dict[str, dict],
+    sources: dict[str, Source],
+    teacher: FrozenTeacher | None,
+    out_dir: str | Path,
+    cfg: dict,
+    rank: int = 0,
+    world: int = 1,
+    overwrite: bool = False,
+) -> list[SetReport]:
+    """Build every variant in ``variants`` (name -> variant cfg naming its ``source``)."""
+    reports = []
+    for name, vcfg in variants.items():
+        vcfg = {**vcfg, "name": vcfg.get("name") or name}
+        source = sources[vcfg["source"]]
+        variant = make_variant(vcfg, _inpainter(vcfg))
+        needs_teacher = vcfg.get("label", True)
+        if needs_teacher and teacher is None:
+            raise ValueError(f"variant {name!r} is labelled by a teacher but none is configured")
+        if teacher is not None and source.classes and teacher.num_classes != len(source.classes):
+            raise ValueError(
+                f"teacher {teacher.info.spec} has {teacher.num_classes} classes but source "
+                f"{source.describe()} has {len(source.classes)}: they must label the same classes"
+            )
+        builder = SetBuilder(
+            variant, source, teacher if needs_teacher else None, Path(out_dir), cfg, rank, world
+        )
+        reports.append(builder.run(overwrite))
+    return reports
+
+
+def _inpainter(vcfg: dict):
+    target = vcfg.get("inpainter")
+    if not target:
+        return None
+    from hydra.utils import instantiate
+
+    return instantiate(target)
+
+
+def summary(reports: list[SetReport], out_dir: str | Path) -> str:
+    """A printable end-of-build summary: written, reused, skipped and why (by file)."""
+    lines = [f"{'set':<12}{'written':>9}{'shards new/kept':>17}{'img/s':>9}{'teacher img/s':>15}"]
+    for r in reports:
+        lines.append(
+            f"{r.name:<12}{r.written:>9}{f'{r.built_shards}/{r.reused_shards}':>17}"
+            f"{r.images_per_s:>9.1f}{r.teacher_images_per_s:>15.1f}"
+            + ("" if r.complete else "  (waiting for other ranks' shards)")
+        )
+    for r in reports:
+        skipped = sorted(set(r.skipped))
+        if skipped:
+            lines.append(f"{r.name}: skipped {len(skipped)} input(s) {r.skip_counts()}")
+            lines += [f"  {ref}: {reason}" for ref, reason in skipped[:50]]
+            if len(skipped) > 50:
+                lines.append(f"  ... and {len(skipped) - 50} more")
+    for r in reports:
+        if r.complete:
+            m = read_manifest(Path(out_dir) / r.name)
+            lines.append(f"{r.name}: {m.num_samples} samples in {len(m.shard_counts)} shards")
+    return "\n".join(lines)

@@ -1,0 +1,48 @@
+"""Soft labels on disk: one ``.npy`` member per sample, never a pickle.
+
+Full labels are the teacher's fp16 probabilities over all classes. Top-k labels are one array of
+k ``(class int32, prob fp16)`` records, probabilities descending. One member per sample matters:
+every tar member costs a 512-byte header plus 512-byte blocks (bench/teachers.py).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+
+TOPK_DTYPE = np.dtype([("cls", "<i4"), ("prob", "<f2")])
+
+
+def encode_soft_label(probs: np.ndarray, indices: np.ndarray | None = None) -> bytes:
+    """``.npy`` bytes for full fp16 probabilities, or top-k records when ``indices`` is given."""
+    if indices is None:
+        arr = np.asarray(probs, dtype=np.float16)
+    else:
+        arr = np.empty(len(indices), dtype=TOPK_DTYPE)
+        arr["cls"], arr["prob"] = indices, probs
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def decode_soft_label(data: bytes, num_classes: int, renormalize_topk: bool = True) -> torch.Tensor:
+    """Dense fp32 probabilities [num_classes] from ``encode_soft_label`` bytes.
+
+    Top-k records are scattered into zeros and, by default, renormalised to sum to 1 (the
+    dropped tail mass is not spread over the other classes).
+    """
+    arr = np.load(io.BytesIO(data), allow_pickle=False)
+    if arr.dtype == TOPK_DTYPE:
+        out = torch.zeros(num_classes, dtype=torch.float32)
+        cls = torch.from_numpy(arr["cls"].astype(np.int64))
+        if cls.numel() and (cls.max() >= num_classes or cls.min() < 0):
+            raise ValueError(f"soft label has class {int(cls.max())} outside [0, {num_classes})")
+        out[cls] = torch.from_numpy(arr["prob"].astype(np.float32))
+        if renormalize_topk and out.sum() > 0:
+            out /= out.sum()
+        return out
+    if arr.shape != (num_classes,):
+        raise ValueError(f"soft label has shape {arr.shape}, expected ({num_classes},)")
+    return torch.from_numpy(arr.astype(np.float32))

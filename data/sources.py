@@ -1,0 +1,298 @@
+"""Where images come from: an ImageFolder tree, an unlabelled folder, existing shards, or digits.
+
+A source lists its items cheaply (paths, keys, labels) and decodes one item on demand. Listing
+validates what it can without decoding: unknown class folders, empty files and non-images are
+skipped and reported by file; a source with no usable image, or a label outside the class list,
+is an error before any work starts.
+"""
+
+from __future__ import annotations
+
+import re
+import tarfile
+from abc import ABC, abstractmethod
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from data.images import IMAGE_EXTENSIONS, BadImage, check_header, load_rgb
+
+
+class SourceError(ValueError):
+    """A source that cannot be built from; the message names the path and the problem."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One source image: a stable ``key`` (no dots), where it is, and its class (or None)."""
+
+    key: str
+    ref: str
+    label: int | None
+
+
+@dataclass
+class Skipped:
+    """Inputs left out, by file and reason."""
+
+    entries: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, ref: str, reason: str) -> None:
+        self.entries.append((ref, reason))
+
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(reason.split(":")[0] for _, reason in self.entries))
+
+
+def safe_key(text: str) -> str:
+    """A webdataset-safe key: no dots (the key ends at the first dot), no path separators."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_")
+
+
+class Source(ABC):
+    """Base interface: ``items``, ``classes``, ``skipped`` and ``load(item)``."""
+
+    name: str = "source"
+    classes: list[str] | None = None
+
+    def __init__(self) -> None:
+        self.items: list[Item] = []
+        self.skipped = Skipped()
+
+    @abstractmethod
+    def load(self, item: Item, max_side: int | None = None) -> np.ndarray:
+        """Decode ``item`` to RGB uint8 [H, W, 3]; raises ``BadImage`` with a reason."""
+
+    def describe(self) -> str:
+        return self.name
+
+    def _require_items(self, where: str) -> None:
+        if not self.items:
+            detail = "; ".join(f"{r}: {why}" for r, why in self.skipped.entries[:5])
+            raise SourceError(f"{where} has no usable image" + (f" ({detail})" if detail else ""))
+
+
+def read_class_list(path: str | Path) -> list[str]:
+    """One class name per line (blank lines and ``#`` comments ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SourceError(f"class list not found: {path}")
+    names = [ln.strip() for ln in path.read_text().splitlines()]
+    names = [n for n in names if n and not n.startswith("#")]
+    dupes = [n for n, c in Counter(names).items() if c > 1]
+    if dupes:
+        raise SourceError(f"class list {path} repeats {dupes[:5]}")
+    return names
+
+
+def _image_files(folder: Path, skipped: Skipped) -> list[Path]:
+    out = []
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file() or p.name.startswith("."):
+            continue
+        if p.suffix.lower() not in IMAGE_EXTENSIONS:
+            skipped.add(str(p), "not an image: unsupported extension")
+            continue
+        try:
+            check_header(p)
+        except BadImage as e:
+            skipped.add(str(p), str(e))
+            continue
+        out.append(p)
+    return out
+
+
+class ImageFolderSource(Source):
+    """``root/<class>/<image>`` (the ImageNet train/val layout).
+
+    Class order comes from ``classes_file`` when given (folders not in it are skipped and
+    reported), otherwise from the sorted folder names.
+    """
+
+    def __init__(self, root: str | Path, classes_file: str | Path | None = None) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.name = f"imagefolder:{self.root}"
+        if not self.root.is_dir():
+            raise SourceError(f"image folder not found: {self.root}")
+        folders = sorted(p for p in self.root.iterdir() if p.is_dir())
+        if classes_file:
+            self.classes = read_class_list(classes_file)
+        else:
+            self.classes = [p.name for p in folders]
+        index = {c: i for i, c in enumerate(self.classes)}
+        for folder in folders:
+            if folder.name not in index:
+                self.skipped.add(str(folder), "unknown class folder: not in the class list")
+                continue
+            for path in _image_files(folder, self.skipped):
+                rel = path.relative_to(self.root).with_suffix("")
+                self.items.append(Item(safe_key(str(rel)), str(path), index[folder.name]))
+        for stray in sorted(p for p in self.root.iterdir() if p.is_file()):
+            self.skipped.add(str(stray), "outside class folders: no label")
+        self._require_items(f"image folder {self.root}")
+
+    def load(self, item: Item, max_side: int | None = None) -> np.ndarray:
+        return load_rgb(Path(item.ref), max_side)
+
+
+class UnlabelledFolderSource(Source):
+    """Every image under ``root`` (recursively), without labels: the extra-data pool."""
+
+    def __init__(self, root: str | Path) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.name = f"unlabelled:{self.root}"
+        if not self.root.is_dir():
+            raise SourceError(f"image folder not found: {self.root}")
+        for path in _image_files(self.root, self.skipped):
+            rel = path.relative_to(self.root).with_suffix("")
+            self.items.append(Item(safe_key(str(rel)), str(path), None))
+        self._require_items(f"unlabelled folder {self.root}")
+
+    def load(self, item: Item, max_side: int | None = None) -> np.ndarray:
+        return load_rgb(Path(item.ref), max_side)
+
+
+class DigitsSource(Source):
+    """One split of scikit-learn's digits as RGB images (the embedded offline default)."""
+
+    def __init__(
+        self,
+        split: str = "labelled",
+        size: int = 32,
+        fractions: dict[str, float] | None = None,
+        seed: int = 0,
+    ) -> None:
+        from data.digits import DIGIT_CLASSES, load_digits_images, stratified_split
+
+        super().__init__()
+        fractions = dict(fractions or {"labelled": 0.2, "pool": 0.6, "val": 0.2})
+        if split not in fractions:
+            raise SourceError(f"digits split {split!r} not in {sorted(fractions)}")
+        images, labels = load_digits_images(size)
+        idx = stratified_split(labels, fractions, seed)[split]
+        self._images = images.permute(0, 2, 3, 1).numpy()
+        self.classes = list(DIGIT_CLASSES)
+        self.name = f"digits:{split}"
+        self.items = [Item(f"digits_{i:05d}", str(i), int(labels[i])) for i in idx.tolist()]
+        self._require_items(f"digits split {split!r}")
+
+    def load(self, item: Item, max_side: int | None = None) -> np.ndarray:
+        return self._images[int(item.ref)]
+
+
+class ShardSource(Source):
+    """Images (``jpg``/``png``) and classes (``cls``) of existing webdataset shards."""
+
+    def __init__(self, urls: list[str] | str, classes: list[str] | None = None) -> None:
+        super().__init__()
+        paths = sorted(Path(u) for u in ([urls] if isinstance(urls, str) else urls))
+        self.name = f"shards:{paths[0].parent if paths else '?'}"
+        self.classes = classes
+        for path in paths:
+            try:
+                self._read(path)
+            except (tarfile.TarError, OSError, EOFError) as e:
+                self.skipped.add(str(path), f"truncated shard: {e}")
+        self._require_items(f"shards {[str(p) for p in paths][:3]}")
+
+    def _read(self, path: Path) -> None:
+        # Index members by (offset, size) so images are read lazily, never all held in memory.
+        members: dict[str, dict[str, tarfile.TarInfo]] = {}
+        labels: dict[str, int] = {}
+        with tarfile.open(path) as tar:
+            for m in tar:
+                if not m.isfile():
+                    continue
+                key, _, ext = m.name.partition(".")
+                members.setdefault(key, {})[ext.lower()] = m
+                if ext.lower() == "cls":
+                    labels[key] = int(tar.extractfile(m).read())
+        n = len(self.classes) if self.classes else None
+        for key, parts in members.items():
+            image = parts.get("jpg") or parts.get("png")
+            if image is None:
+                self.skipped.add(f"{path}:{key}", "sample missing a key: no jpg/png")
+                continue
+            label = labels.get(key)
+            if label is not None and n is not None and not 0 <= label < n:
+                raise SourceError(f"{path}:{key} has class {label} outside the {n}-class list")
+            ref = f"{path}|{image.offset_data}|{image.size}"
+            self.items.append(Item(safe_key(f"{path.stem}_{key}"), ref, label))
+
+    def load(self, item: Item, max_side: int | None = None) -> np.ndarray:
+        path, offset, size = item.ref.rsplit("|", 2)
+        with open(path, "rb") as f:
+            f.seek(int(offset))
+            return load_rgb(f.read(int(size)), max_side)
+
+
+def open_source(cfg: dict) -> Source:
+    """Build a source from its config (``kind`` plus that kind's arguments)."""
+    cfg = dict(cfg)
+    kind = cfg.pop("kind", None)
+    cfg.pop("name", None)
+    builders = {
+        "imagefolder": ImageFolderSource,
+        "unlabelled": UnlabelledFolderSource,
+        "digits": DigitsSource,
+        "shards": ShardSource,
+    }
+    if kind not in builders:
+        raise SourceError(f"source kind {kind!r} unknown; expected one of {sorted(builders)}")
+    try:
+        return builders[kind](**cfg)
+    except TypeError as e:
+        raise SourceError(f"bad arguments for source kind {kind!r}: {e}") from e
+
+
+__all__ = [
+    "DigitsSource",
+    "ImageFolderSource",
+    "Item",
+    "ShardSource",
+    "Skipped",
+    "Source",
+    "SourceError",
+    "UnlabelledFolderSource",
+    "open_source",
+    "read_class_list",
+    "safe_key",
+]
+
+
+class SourceImages:
+    """A source as a map-style dataset of (uint8 [3, H, W] tensor, label) for training loops.
+
+    Unreadable items raise ``BadImage``; call ``usable()`` first to drop them with a report.
+    """
+
+    def __init__(self, source: Source, max_side: int | None = None) -> None:
+        self.source, self.max_side = source, max_side
+
+    def __len__(self) -> int:
+        return len(self.source.items)
+
+    def __getitem__(self, i: int):
+        import torch
+
+        item = self.source.items[i]
+        rgb = self.source.load(item, self.max_side)
+        label = -1 if item.label is None else item.label
+        return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1), label
+
+    def usable(self) -> SourceImages:
+        """Decode every item once and keep the readable ones (their failures go to skipped)."""
+        kept = []
+        for item in self.source.items:
+            try:
+                self.source.load(item, self.max_side)
+            except BadImage as e:
+                self.source.skipped.add(item.ref, str(e))
+                continue
+            kept.append(item)
+        self.source.items = kept
+        return self
