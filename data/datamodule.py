@@ -1,0 +1,166 @@
+"""``DistillDataModule``: the shard sets a distillation run trains and validates on.
+
+Offline mode (the paper's): teacher-labelled sets mixed by weight (D1:D2:D3 = 1:1:2 by default),
+only a random horizontal flip on top. Online mode (function matching): a raw image set streamed
+with a fresh Inception crop per view; the teacher labels each batch in the training step.
+Rank and world size come from the trainer and are bound into the pipelines explicitly.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+
+from data.shards import Manifest, ManifestError, read_manifest
+from data.stream import loader, train_pipeline, val_pipeline
+
+log = logging.getLogger("data")
+
+
+class DistillDataModule(L.LightningDataModule):
+    """Streams built shard sets.
+
+    Args:
+        root: directory holding the sets (``<root>/<set>/manifest.json``).
+        train_sets: set name -> mixing weight (offline mode).
+        val_set: the validation set name.
+        batch_size: per-device batch size.
+        num_workers: loader workers per device.
+        samples_per_epoch: nominal epoch (default: the sum of the training sets' samples); an
+            epoch is ``samples_per_epoch // (batch_size * world_size)`` batches on every rank.
+        mode: ``"offline"`` (stored teacher labels) or ``"online"`` (raw images).
+        online: for online mode: ``set`` (raw set name), ``crop_size``, ``crop_scale``.
+        flip: random horizontal flip of training images.
+        seed: base seed for shard sampling, mixing and flips (distinct per rank and worker).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        train_sets: dict[str, float],
+        val_set: str,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        samples_per_epoch: int | None = None,
+        mode: str = "offline",
+        online: dict | None = None,
+        flip: bool = True,
+        seed: int = 0,
+        shuffle_buffer: int = 1000,
+        val_batch_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        if mode not in ("offline", "online"):
+            raise ValueError(f"data mode must be 'offline' or 'online', got {mode!r}")
+        if mode == "online" and not (online and online.get("set")):
+            raise ValueError("online mode needs online.set: the raw image set to stream")
+        self.root = Path(root)
+        self.train_sets = dict(train_sets) if mode == "offline" else {online["set"]: 1.0}
+        bad = {k: w for k, w in self.train_sets.items() if not w > 0}
+        if bad:
+            raise ValueError(f"mixing weights must be positive, got {bad}")
+        self.val_set, self.mode, self.online = val_set, mode, dict(online or {})
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.val_batch_size = val_batch_size or batch_size
+        self.samples_per_epoch, self.flip, self.seed = samples_per_epoch, flip, seed
+        self.shuffle_buffer = shuffle_buffer
+        self.manifests: dict[str, Manifest] = {}
+
+    def prepare(self) -> None:
+        """Read every manifest and check the sets agree on classes (clear errors, no work)."""
+        if self.manifests:
+            return
+        names = [*self.train_sets, self.val_set]
+        missing = [n for n in names if not (self.root / n).is_dir()]
+        if missing:
+            raise ManifestError(
+                f"shard sets {missing} not found under {self.root}: build them with "
+                "python -m data.build (the distill app does this for the embedded default)"
+            )
+        self.manifests = {n: read_manifest(self.root / n) for n in names}
+        classes = {n: m.num_classes for n, m in self.manifests.items()}
+        if len(set(classes.values())) != 1:
+            raise ManifestError(f"shard sets disagree on the class count: {classes}")
+        if self.mode == "offline":
+            unlabelled = [n for n in self.train_sets if not self.manifests[n].data.get("labels")]
+            if unlabelled:
+                raise ManifestError(
+                    f"offline training needs teacher labels; {unlabelled} have none"
+                )
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare()
+
+    @property
+    def num_classes(self) -> int:
+        self.prepare()
+        return self.manifests[self.val_set].num_classes
+
+    @property
+    def classes(self) -> list[str]:
+        self.prepare()
+        return self.manifests[self.val_set].classes
+
+    @property
+    def image_size(self) -> int:
+        self.prepare()
+        if self.mode == "online":
+            return int(
+                self.online.get("crop_size", self.manifests[self.val_set].data["image_size"])
+            )
+        return int(next(iter(self.manifests.values())).data["image_size"])
+
+    def _world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def steps_per_epoch(self, world: int | None = None) -> int:
+        self.prepare()
+        world = world or self._world()[1]
+        total = self.samples_per_epoch or sum(
+            self.manifests[n].num_samples for n in self.train_sets
+        )
+        steps = total // (self.batch_size * world)
+        if steps < 1:
+            raise ValueError(
+                f"samples_per_epoch={total} is less than one batch ({self.batch_size}) per rank "
+                f"(world size {world})"
+            )
+        return steps
+
+    def train_dataloader(self):
+        self.prepare()
+        rank, world = self._world()
+        online = None
+        if self.mode == "online":
+            online = {
+                "size": self.image_size,
+                "scale": tuple(self.online.get("crop_scale", (0.08, 1.0))),
+            }
+        pipeline = train_pipeline(
+            [self.manifests[n].urls() for n in self.train_sets],
+            list(self.train_sets.values()),
+            rank,
+            world,
+            self.batch_size,
+            self.num_classes,
+            self.seed,
+            self.flip,
+            self.shuffle_buffer,
+            online,
+        )
+        return loader(pipeline, self.num_workers, self.seed, rank, self.steps_per_epoch(world))
+
+    def val_dataloader(self):
+        self.prepare()
+        rank, world = self._world()
+        m = self.manifests[self.val_set]
+        pipeline = val_pipeline(
+            m.urls(), rank, world, self.val_batch_size, self.num_classes, bool(m.data.get("labels"))
+        )
+        workers = min(self.num_workers, max(1, len(m.urls()[rank::world])))
+        return loader(pipeline, workers, self.seed, rank)
