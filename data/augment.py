@@ -57,7 +57,7 @@ def _shuffled(n: int, seed: int) -> list[int]:
 
 
 def to_chw(rgb: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
+    return torch.from_numpy(np.require(rgb, requirements=["C", "W"])).permute(2, 0, 1)
 
 
 def to_hwc(img: torch.Tensor) -> np.ndarray:

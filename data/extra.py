@@ -51,14 +51,13 @@ def balance(
     """
     before = Counter(top_class.tolist())
     by_class: dict[int, list[int]] = {}
+    kept: dict[int, int] = {}
     for c in range(num_classes):
         idx = ((top_class == c) & (top_prob > threshold)).nonzero().flatten()
         order = sorted(idx.tolist(), key=lambda i: (-float(top_prob[i]), i))
-        if per_class is not None:
-            order = order[:per_class]
         if order:
-            by_class[c] = order
-    kept = {c: len(v) for c, v in by_class.items()}
+            kept[c] = len(order)
+            by_class[c] = order[:per_class] if per_class is not None else order
     target = per_class if per_class is not None else max(kept.values(), default=0)
     entries = []
     for c, order in by_class.items():

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm")
@@ -34,12 +33,12 @@ def _open(data: bytes | Path) -> Image.Image:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             img = Image.open(src)
-        except (
-            UnidentifiedImageError,
-            Image.DecompressionBombError,
-            Image.DecompressionBombWarning,
-        ) as e:
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise BadImage("too large", str(e).splitlines()[0]) from e
+        except UnidentifiedImageError as e:
             raise BadImage("not an image", str(e).splitlines()[0]) from e
+        except (OSError, SyntaxError, ValueError) as e:  # a header cut short or garbled
+            raise BadImage("corrupt image", str(e).splitlines()[0] or type(e).__name__) from e
     if img.width * img.height > MAX_PIXELS:
         raise BadImage("too large", f"{img.width}x{img.height} px exceeds {MAX_PIXELS:,} pixels")
     return img
@@ -102,6 +101,10 @@ def jpeg_round_trip(rgb: np.ndarray, quality: int) -> tuple[bytes, np.ndarray]:
 
 
 def decode_jpeg(data: bytes) -> torch.Tensor:
-    """JPEG bytes -> uint8 [3, H, W]; the one decoder used both when labelling and training."""
-    raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-    return torchvision.io.decode_jpeg(raw, mode=torchvision.io.ImageReadMode.RGB)
+    """JPEG bytes -> uint8 [3, H, W]; the one decoder used both when labelling and training.
+
+    PIL (libjpeg-turbo) rather than ``torchvision.io``, whose codecs are deprecated since 0.29.
+    """
+    with Image.open(io.BytesIO(data)) as img:
+        arr = np.array(img.convert("RGB"))
+    return torch.from_numpy(arr).permute(2, 0, 1)

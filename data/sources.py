@@ -282,7 +282,7 @@ class SourceImages:
         item = self.source.items[i]
         rgb = self.source.load(item, self.max_side)
         label = -1 if item.label is None else item.label
-        return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1), label
+        return torch.from_numpy(np.require(rgb, requirements=["C", "W"])).permute(2, 0, 1), label
 
     def usable(self) -> SourceImages:
         """Decode every item once and keep the readable ones (their failures go to skipped)."""

@@ -84,7 +84,13 @@ def decode_sample(sample: dict, num_classes: int, source: int, flip: bool, need_
         return {"__bad__": (key, f"{type(e).__name__}: {str(e)[:200]}")}
     if flip and torch.rand(()) < 0.5:
         image = image.flip(-1)
-    out = {"image": image, "label": label, "source": source, "url": sample.get("__url__", "")}
+    out = {
+        "image": image,
+        "label": label,
+        "source": source,
+        "url": sample.get("__url__", ""),
+        "key": sample.get("__key__", ""),
+    }
     if soft is not None:
         out["soft"] = soft
     return out
@@ -123,6 +129,7 @@ def collate(samples: list[dict]) -> dict:
         "label": torch.tensor([s["label"] for s in samples], dtype=torch.long),
         "source": torch.tensor([s["source"] for s in samples], dtype=torch.long),
         "url": [s["url"] for s in samples],
+        "key": [s["key"] for s in samples],
         "skipped": [x for s in samples for x in s["skipped"]],
     }
     if "soft" in samples[0]:
