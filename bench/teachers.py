@@ -8,9 +8,6 @@
 
 from __future__ import annotations
 
-import io
-
-import numpy as np
 import torch
 
 from bench.common import interleaved_medians, quick, table, write_result
@@ -41,12 +38,13 @@ def inference(repeats: int) -> list[dict]:
         res = variants["fp32 NCHW"].preprocessing.input_size
         x = torch.rand(batch, 3, res, res)
 
-        def run(t=None):
-            t(x)
+        def run(teacher, x=x):
+            teacher(x)
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
 
-        t = interleaved_medians({k: (lambda t=t: run(t)) for k, t in variants.items()}, repeats)
+        fns = {k: (lambda t=t: run(t)) for k, t in variants.items()}
+        t = interleaved_medians(fns, repeats)
         ips = {k: round(batch / v, 2) for k, v in t.items()}
         base = ips["fp32 NCHW"]
         rows.append(
@@ -73,8 +71,13 @@ def label_bytes() -> list[dict]:
             p, i = probs.topk(k)
             payload = encode_soft_label(p.half().numpy(), i.numpy())
         npy = len(payload)
-        rows.append({"labels": "full fp16" if k is None else f"top-{k}", "npy_bytes": npy,
-                     "tar_bytes": _tar_bytes(npy)})
+        rows.append(
+            {
+                "labels": "full fp16" if k is None else f"top-{k}",
+                "npy_bytes": npy,
+                "tar_bytes": _tar_bytes(npy),
+            }
+        )
     return rows
 
 
@@ -85,14 +88,21 @@ def main() -> None:
     md += table(
         ["teacher", "res", "batch", *inf[0]["images_per_s"].keys(), "channels_last speed-up"],
         [
-            [r["teacher"], r["resolution"], r["batch"], *r["images_per_s"].values(),
-             f"x{r['speedup']['fp32 channels_last']}"]
+            [
+                r["teacher"],
+                r["resolution"],
+                r["batch"],
+                *r["images_per_s"].values(),
+                f"x{r['speedup']['fp32 channels_last']}",
+            ]
             for r in inf
         ],
     )
     md += "\n### Soft-label storage per sample (1000 classes)\n\n"
-    md += table(["labels", ".npy bytes", "bytes in a tar shard"],
-                [[r["labels"], r["npy_bytes"], r["tar_bytes"]] for r in sizes])
+    md += table(
+        ["labels", ".npy bytes", "bytes in a tar shard"],
+        [[r["labels"], r["npy_bytes"], r["tar_bytes"]] for r in sizes],
+    )
     write_result("teachers", {"repeats": repeats, "inference": inf, "label_bytes": sizes}, md)
 
 

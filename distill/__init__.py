@@ -1,0 +1,1 @@
+"""The distillation app: Lightning module, Hydra entry point, losses, callbacks, export."""

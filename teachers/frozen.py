@@ -104,6 +104,31 @@ class FrozenTeacher(nn.Module):
             return self._member_logits(self.members[0], self.preprocessing, images)
         return self.probs(images).clamp_min(torch.finfo(torch.float32).tiny).log()
 
+    def _single_feature_model(self) -> nn.Module:
+        member = self.members[0]
+        if len(self.members) != 1 or not hasattr(member, "forward_head"):
+            raise ValueError(
+                "feature distillation needs a single timm or mnv4 teacher (forward_features/"
+                f"forward_head); {self.info.spec!r} is not one"
+            )
+        return member
+
+    @torch.no_grad()
+    def pre_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The teacher's pooled pre-logit features [B, D] (for feature distillation)."""
+        member = self._single_feature_model()
+        x = to_model_input(images.to(self.device), self.preprocessing)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        enabled = self.autocast_dtype is not None
+        with torch.autocast(x.device.type, dtype=self.autocast_dtype, enabled=enabled):
+            return member.forward_head(member.forward_features(x), pre_logits=True).float()
+
+    def pre_logits_dim(self) -> int:
+        """D of ``pre_logits`` (measured on one blank image, so it is right for any model)."""
+        size = self.preprocessing.input_size
+        return int(self.pre_logits(torch.zeros(1, 3, size, size)).shape[-1])
+
     def extra_repr(self) -> str:
         return (
             f"spec={self.info.spec!r}, num_classes={self.num_classes}, members={len(self.members)}"

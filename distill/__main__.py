@@ -1,0 +1,15 @@
+"""``python -m distill +student=<name>``: the Hydra entry point (conf/train.yaml)."""
+
+import hydra
+from omegaconf import DictConfig
+
+from distill.app import run
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    main()

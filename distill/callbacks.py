@@ -1,0 +1,52 @@
+"""Callbacks of a distillation run: save on SIGTERM, sample grids to W&B."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger("distill")
+
+
+class SaveOnSigterm(L.Callback):
+    """On SIGTERM (preemption, ``scancel``), write ``last.ckpt`` so ``ckpt_path=last`` resumes.
+
+    Lightning stops after the current batch and raises ``SIGTERMException``; this saves the full
+    state (optimizer, schedule, EMA, loop progress) first. On SLURM with auto-requeue, Lightning's
+    own SIGUSR1 handler saves and requeues as well.
+    """
+
+    def __init__(self, dirpath: str | Path) -> None:
+        self.dirpath = Path(dirpath)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception) -> None:
+        if isinstance(exception, SIGTERMException):
+            path = self.dirpath / "last.ckpt"
+            trainer.save_checkpoint(path)
+            log.warning("SIGTERM: saved %s; resume with ckpt_path=last", path)
+
+
+class SampleGrids(L.Callback):
+    """Log a captioned grid of each training set's samples to W&B once, at fit start."""
+
+    def __init__(self, root: str | Path, sets: list[str], n: int = 16) -> None:
+        self.root, self.sets, self.n = Path(root), list(sets), n
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        from lightning.pytorch.loggers import WandbLogger
+
+        from data.preview import grid
+
+        for logger in trainer.loggers:
+            if not isinstance(logger, WandbLogger):
+                continue
+            try:
+                images = [grid(self.root / name, self.n) for name in self.sets]
+                logger.log_image("data/samples", images, caption=self.sets)
+            except Exception as e:  # a preview must never stop training
+                log.warning("could not log sample grids to W&B: %s", e)

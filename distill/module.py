@@ -1,0 +1,270 @@
+"""``DistillModule``: an MNv4 student learning from a frozen teacher (or from labels).
+
+One ``_step`` serves training and validation. Offline mode reads the teacher's stored soft labels
+from the batch (the paper's recipe); online mode mixes the batch (extreme mixup) and asks the
+teacher for labels on exactly the tensor the student sees (function matching). Optional terms:
+ground-truth cross-entropy and feature distillation on the 1280-d pre-logits through a learned
+projection (mnv4.md §10.3). Batches arrive as uint8 images; normalisation, channels_last and
+mixing happen on the device in ``on_after_batch_transfer``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from timm.optim import param_groups_weight_decay
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+import students
+from distill.holder import TeacherHolder
+from distill.losses import kd_loss
+from teachers import FrozenTeacher
+from teachers.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from teachers.train import warmup_cosine
+
+
+def extreme_mixup(images: torch.Tensor, alpha: float = 1.0) -> tuple[torch.Tensor, float]:
+    """One a ~ Beta(alpha, alpha) per batch, a = max(a, 1 - a); partner = the batch rolled by 1."""
+    a = float(torch.distributions.Beta(alpha, alpha).sample())
+    a = max(a, 1.0 - a)
+    return a * images + (1.0 - a) * images.roll(1, dims=0), a
+
+
+def _accuracy(num_classes: int, k: int) -> MulticlassAccuracy:
+    return MulticlassAccuracy(num_classes=num_classes, top_k=min(k, num_classes), average="micro")
+
+
+class DistillModule(L.LightningModule):
+    """Student + (unregistered) frozen teacher.
+
+    Args:
+        student: MNv4 name (``students.list_models()``).
+        num_classes: classes of the dataset (and the teacher).
+        teacher: a ``FrozenTeacher``; required for online mode and feature distillation.
+        mode: ``"offline"`` (stored labels), ``"online"`` (teacher in the loop) or ``"labels"``
+            (ground truth only: the from-labels baseline).
+        loss: ``kind`` (soft_ce | kl), ``temperature``, ``kd_weight``, ``gt_weight``,
+            ``label_smoothing``, ``feature_weight``, ``mixup_alpha`` (online mode).
+        optimizer: ``lr``, ``weight_decay``, ``betas``, ``eps`` (AdamW; no decay on norms/biases).
+        schedule: ``warmup_steps`` (or ``warmup_fraction``), ``min_lr_ratio``.
+        model: ``drop_rate``, ``drop_path_rate``, ``channels_last``, ``compile``.
+        ema: ``decay`` (0 disables the student-only EMA).
+        mean, std: the student's input normalisation.
+    """
+
+    def __init__(
+        self,
+        student: str,
+        num_classes: int,
+        teacher: FrozenTeacher | None = None,
+        mode: str = "offline",
+        loss: dict | None = None,
+        optimizer: dict | None = None,
+        schedule: dict | None = None,
+        model: dict | None = None,
+        ema: dict | None = None,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["teacher"])
+        if mode not in ("offline", "online", "labels"):
+            raise ValueError(f"mode must be offline, online or labels, got {mode!r}")
+        self.mode = mode
+        self.loss_cfg = {
+            "kind": "soft_ce",
+            "temperature": 1.0,
+            "kd_weight": 1.0,
+            "gt_weight": 0.0,
+            "label_smoothing": 0.0,
+            "feature_weight": 0.0,
+            "mixup_alpha": 1.0,
+            **(loss or {}),
+        }
+        self.optim_cfg = {
+            "lr": 2e-3,
+            "weight_decay": 0.05,
+            "betas": (0.9, 0.999),
+            "eps": 1e-8,
+            **(optimizer or {}),
+        }
+        self.sched_cfg = {"warmup_fraction": 0.05, "min_lr_ratio": 1e-3, **(schedule or {})}
+        model = {
+            "drop_rate": None,
+            "drop_path_rate": 0.0,
+            "channels_last": True,
+            "compile": False,
+            **(model or {}),
+        }
+        self.compile_student = bool(model.pop("compile"))
+        self.student = students.create_model(student, num_classes=num_classes, **model)
+        self.holder = TeacherHolder(teacher)
+        if mode == "online" and not teacher:
+            raise ValueError("online distillation needs a teacher")
+        if teacher is not None and teacher.num_classes != num_classes:
+            raise ValueError(
+                f"teacher {teacher.info.spec} has {teacher.num_classes} classes but the student "
+                f"and data have {num_classes}"
+            )
+        self.projection = None
+        if self.loss_cfg["feature_weight"] > 0:
+            if teacher is None or mode != "online":
+                raise ValueError("feature distillation needs the online teacher (mode=online)")
+            dim = teacher.pre_logits_dim()
+            self.projection = nn.Linear(self.student.head_hidden_size, dim)  # 1280 -> teacher
+        decay = float((ema or {}).get("decay", 0.0))
+        self.ema = None
+        if decay > 0:
+            self.ema = AveragedModel(
+                self.student, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True
+            )
+            self.ema.requires_grad_(False)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        metrics = {"top1": _accuracy(num_classes, 1), "top5": _accuracy(num_classes, 5)}
+        self.val_metrics = MetricCollection(metrics, prefix="val/")
+        self.val_ema = self.val_metrics.clone(prefix="val/ema_") if self.ema is not None else None
+        self.val_agree = MeanMetric()
+        self.val_kl = MeanMetric()
+        self.train_skipped = 0
+        self._tick: float | None = None
+
+    # -- teacher placement -----------------------------------------------------------------
+    @property
+    def teacher(self) -> FrozenTeacher | None:
+        return self.holder.to(self.device)
+
+    def setup(self, stage: str) -> None:
+        if self.compile_student and stage == "fit":
+            self.student.compile()  # in place: state_dict keys unchanged (stack.md §8)
+
+    # -- batches -------------------------------------------------------------------------
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """uint8 images -> [0, 1] floats (``view``) -> normalised student input (``image``)."""
+        view = batch["image"].float().div_(255)
+        if self.training and self.mode == "online":
+            view, batch["mix_weight"] = extreme_mixup(view, self.loss_cfg["mixup_alpha"])
+        batch["view"] = view
+        x = (view - self.mean) / self.std
+        if self.student.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        batch["image"] = x
+        return batch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.student(x)
+
+    def _targets(self, batch: dict) -> torch.Tensor | None:
+        """Teacher probabilities for this batch: stored (offline) or computed now (online)."""
+        t = self.loss_cfg["temperature"]
+        if self.mode == "online" or ("soft" not in batch and self.teacher is not None):
+            return self.teacher.probs(batch["view"], t)
+        soft = batch.get("soft")
+        if soft is not None and t != 1.0:  # re-soften stored T=1 probabilities: p^(1/T)
+            soft = F.softmax(soft.clamp_min(1e-12).log() / t, dim=-1)
+        return soft
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        cfg = self.loss_cfg
+        features = None
+        if self.projection is not None:
+            features = self.student.forward_features(batch["image"])
+            pre = self.student.forward_head(features, pre_logits=True)
+            logits = self.student.forward_head(features)
+        else:
+            logits = self.student(batch["image"])
+        loss = torch.zeros((), device=self.device)
+        if self.mode != "labels" and cfg["kd_weight"] > 0:
+            loss_kd = kd_loss(cfg["kind"], logits, self._targets(batch), cfg["temperature"])
+            loss = loss + cfg["kd_weight"] * loss_kd
+            self.log("train/loss_kd", loss_kd)
+        gt_weight = 1.0 if self.mode == "labels" else cfg["gt_weight"]
+        if gt_weight > 0:
+            known = batch["label"] >= 0
+            if known.any():
+                loss_gt = F.cross_entropy(
+                    logits[known].float(),
+                    batch["label"][known],
+                    label_smoothing=cfg["label_smoothing"],
+                )
+                loss = loss + gt_weight * loss_gt
+                self.log("train/loss_gt", loss_gt)
+        if features is not None:
+            with torch.no_grad():
+                target = self.teacher.pre_logits(batch["view"])
+            loss_feat = F.mse_loss(self.projection(pre.float()), target.float())
+            loss = loss + cfg["feature_weight"] * loss_feat
+            self.log("train/loss_feature", loss_feat)
+        self.train_skipped += len(batch.get("skipped", []))
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("data/skipped_total", float(self.train_skipped), on_step=True, on_epoch=False)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
+        now = time.perf_counter()
+        if self._tick is not None:
+            images = batch["image"].shape[0] * self.trainer.world_size
+            self.log("train/images_per_s", images / (now - self._tick), prog_bar=True)
+        self._tick = now
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:
+            self.ema.update_parameters(self.student)  # once per real optimizer step
+
+    def on_train_epoch_start(self) -> None:
+        self._tick = None
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        logits = self.student(batch["image"])
+        labels = batch["label"]
+        known = labels >= 0
+        if known.any():
+            self.val_metrics.update(logits[known], labels[known])
+            if self.val_ema is not None:
+                self.val_ema.update(self.ema(batch["image"])[known], labels[known])
+        teacher_probs = batch.get("soft")
+        if teacher_probs is None and self.teacher is not None:
+            teacher_probs = self.teacher.probs(batch["view"])
+        if teacher_probs is not None:
+            self.val_agree.update((logits.argmax(1) == teacher_probs.argmax(1)).float())
+            log_p = F.log_softmax(logits.float(), dim=-1)
+            kl = F.kl_div(log_p, teacher_probs.float(), reduction="none").sum(-1)
+            self.val_kl.update(kl)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.val_metrics.compute(), prog_bar=True)
+        self.val_metrics.reset()
+        if self.val_ema is not None:
+            self.log_dict(self.val_ema.compute())
+            self.val_ema.reset()
+        if self.val_agree.update_count:
+            self.log("val/agree_top1", self.val_agree.compute())
+            self.log("val/kl", self.val_kl.compute())
+        self.val_agree.reset()
+        self.val_kl.reset()
+
+    # -- optimisation ----------------------------------------------------------------------
+    def configure_optimizers(self):
+        cfg = self.optim_cfg
+        modules = nn.ModuleList([self.student] + ([self.projection] if self.projection else []))
+        groups = param_groups_weight_decay(modules, cfg["weight_decay"])
+        optimizer = torch.optim.AdamW(
+            groups, lr=cfg["lr"], betas=tuple(cfg["betas"]), eps=cfg["eps"]
+        )
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = self.sched_cfg.get("warmup_steps")
+        if warmup is None:
+            warmup = int(self.sched_cfg["warmup_fraction"] * total)
+        scheduler = warmup_cosine(optimizer, int(warmup), total, self.sched_cfg["min_lr_ratio"])
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

@@ -1,0 +1,70 @@
+"""Weights & Biases, configured from Hydra, that never blocks or crashes a run (stack.md §11).
+
+Mode: ``WANDB_MODE`` wins (online | offline | disabled); otherwise online only when an API key
+is available (``WANDB_API_KEY`` or a ~/.netrc entry), else offline (``wandb sync`` later).
+``log_model`` is only honoured online. Any failure to start W&B leaves the run on CSV logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+from pathlib import Path
+
+log = logging.getLogger("distill")
+
+
+def _has_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def resolve_mode(cfg: dict) -> str:
+    env = os.environ.get("WANDB_MODE")
+    if env:
+        return {"dryrun": "offline", "run": "online"}.get(env, env)
+    if cfg.get("offline"):
+        return "offline"
+    return "online" if _has_key() else "offline"
+
+
+def make_wandb_logger(cfg: dict, out: Path, name: str, full_cfg: dict):
+    """A ``WandbLogger`` (or None when disabled or when W&B cannot start)."""
+    mode = resolve_mode(cfg)
+    if mode == "disabled":
+        return None
+    try:
+        from lightning.pytorch.loggers import WandbLogger
+
+        logger = WandbLogger(
+            project=cfg.get("project", "mnv4-distill"),
+            entity=cfg.get("entity"),
+            name=cfg.get("name") or name,
+            tags=list(cfg.get("tags") or []),
+            save_dir=str(out),
+            offline=mode == "offline",
+            log_model=cfg.get("log_model", False) if mode == "online" else False,
+            id=cfg.get("id"),
+            settings={"init_timeout": float(cfg.get("init_timeout", 60)), "silent": True},
+        )
+        logger.log_hyperparams(full_cfg)
+        return logger
+    except Exception as e:  # never let experiment tracking take a run down
+        log.warning("W&B disabled for this run (%s: %s); CSV logs continue", type(e).__name__, e)
+        return None
+
+
+def finish() -> None:
+    """Close the open W&B run so the next job of a sweep starts its own."""
+    try:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+    except Exception as e:
+        log.warning("wandb.finish failed: %s", e)
