@@ -27,13 +27,33 @@ def encode_soft_label(probs: np.ndarray, indices: np.ndarray | None = None) -> b
     return buf.getvalue()
 
 
+_HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...], int]] = {}
+
+
+def _load_npy(data: bytes) -> np.ndarray:
+    """``np.load`` with the parsed header cached: labels share a handful of headers, and parsing
+    one (``ast.literal_eval``) costs more than reading the array."""
+    if data[:6] == b"\x93NUMPY" and data[6] == 1:
+        end = 10 + int.from_bytes(data[8:10], "little")
+        header = data[:end]
+        meta = _HEADERS.get(header)
+        if meta is None:
+            arr = np.load(io.BytesIO(data), allow_pickle=False)
+            if not arr.dtype.hasobject and arr.flags.c_contiguous:
+                _HEADERS[header] = (arr.dtype, arr.shape, end)
+            return arr
+        dtype, shape, offset = meta
+        return np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape)
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
 def decode_soft_label(data: bytes, num_classes: int, renormalize_topk: bool = True) -> torch.Tensor:
     """Dense fp32 probabilities [num_classes] from ``encode_soft_label`` bytes.
 
     Top-k records are scattered into zeros and, by default, renormalised to sum to 1 (the
     dropped tail mass is not spread over the other classes).
     """
-    arr = np.load(io.BytesIO(data), allow_pickle=False)
+    arr = _load_npy(data)
     if arr.dtype == TOPK_DTYPE:
         out = torch.zeros(num_classes, dtype=torch.float32)
         cls = torch.from_numpy(arr["cls"].astype(np.int64))

@@ -64,7 +64,9 @@ def write_shard(
     tmp = final.with_name(final.name + ".tmp")
     count = 0
     with open(tmp, "wb") as stream:
-        writer = wds.TarWriter(stream, mtime=0.0)  # fixed mtime: rebuilt shards are identical
+        # An integer mtime: identical rebuilds, and no per-member PAX header (a float adds one,
+        # doubling the headers a reader must parse).
+        writer = wds.TarWriter(stream, mtime=0)
         for sample in samples:
             writer.write(sample)
             count += 1

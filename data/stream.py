@@ -82,7 +82,7 @@ def decode_sample(sample: dict, num_classes: int, source: int, flip: bool, need_
         return {"__bad__": (key, f"sample missing a key: {e.args[0]}")}
     except Exception as e:
         return {"__bad__": (key, f"{type(e).__name__}: {str(e)[:200]}")}
-    if flip and torch.rand(()) < 0.5:
+    if flip and random.random() < 0.5:  # seeded per rank and worker (seed_worker)
         image = image.flip(-1)
     out = {
         "image": image,
@@ -103,7 +103,7 @@ def crop_raw(sample: dict, size: int, scale: tuple[float, float], flip: bool) ->
     img = sample["image"]
     top, left, h, w = v2.RandomResizedCrop.get_params(img, list(scale), [3 / 4, 4 / 3])
     img = TF.resized_crop(img, top, left, h, w, [size, size], antialias=True)
-    if flip and torch.rand(()) < 0.5:
+    if flip and random.random() < 0.5:
         img = img.flip(-1)
     return {**sample, "image": img}
 

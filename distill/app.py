@@ -238,9 +238,23 @@ def teacher_top1(root: Path, val_set: str) -> float | None:
     return right / total if total else None
 
 
+def _quiet_libraries() -> None:
+    """Hydra logs at INFO; the ONNX exporter's per-pass INFO lines would bury the summary."""
+    for name in ("onnxscript", "onnx_ir", "torch.onnx", "torch._dynamo", "torch.export"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
+    warnings.filterwarnings(
+        "ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*"
+    )
+    warnings.filterwarnings("ignore", message=".*litlogger.*")
+
+
 def run(cfg: DictConfig) -> float:
     """The whole job; returns the monitored validation metric (for sweeps and Optuna)."""
     check_command_line(cfg)
+    _quiet_libraries()
     from data.datamodule import DistillDataModule
     from teachers.config import teacher_from_config
 

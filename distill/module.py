@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from timm.optim import param_groups_weight_decay
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -34,6 +34,25 @@ def extreme_mixup(images: torch.Tensor, alpha: float = 1.0) -> tuple[torch.Tenso
     a = float(torch.distributions.Beta(alpha, alpha).sample())
     a = max(a, 1.0 - a)
     return a * images + (1.0 - a) * images.roll(1, dims=0), a
+
+
+def ema_update(decay: float, warmup: bool = True):
+    """``multi_avg_fn`` for ``AveragedModel``: EMA whose decay ramps up as (1 + n) / (10 + n).
+
+    Without the ramp a short run's EMA is mostly its random initialisation (0.999^300 = 0.74);
+    with it the average starts close to the weights and lengthens its horizon as training runs
+    (timm's ModelEmaV3 warm-up). Integer buffers (BN counters) are copied.
+    """
+
+    def update(ema: list[torch.Tensor], current: list[torch.Tensor], n_averaged) -> None:
+        n = int(n_averaged)
+        d = min(decay, (1 + n) / (10 + n)) if warmup else decay
+        if ema[0].is_floating_point():
+            torch._foreach_lerp_(ema, current, 1.0 - d)
+        else:
+            torch._foreach_copy_(ema, current)
+
+    return update
 
 
 def _accuracy(num_classes: int, k: int) -> MulticlassAccuracy:
@@ -118,11 +137,13 @@ class DistillModule(L.LightningModule):
                 raise ValueError("feature distillation needs the online teacher (mode=online)")
             dim = teacher.pre_logits_dim()
             self.projection = nn.Linear(self.student.head_hidden_size, dim)  # 1280 -> teacher
-        decay = float((ema or {}).get("decay", 0.0))
+        ema = {"decay": 0.0, "warmup": True, **(ema or {})}
         self.ema = None
-        if decay > 0:
+        if ema["decay"] > 0:
             self.ema = AveragedModel(
-                self.student, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True
+                self.student,
+                multi_avg_fn=ema_update(float(ema["decay"]), bool(ema["warmup"])),
+                use_buffers=True,
             )
             self.ema.requires_grad_(False)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
