@@ -24,7 +24,7 @@ class DistillDataModule(L.LightningDataModule):
 
     Args:
         root: directory holding the sets (``<root>/<set>/manifest.json``).
-        train_sets: set name -> mixing weight (offline mode).
+        train_sets: set name -> mixing weight (offline mode); weight 0 leaves a set out.
         val_set: the validation set name.
         batch_size: per-device batch size.
         num_workers: loader workers per device.
@@ -57,10 +57,13 @@ class DistillDataModule(L.LightningDataModule):
         if mode == "online" and not (online and online.get("set")):
             raise ValueError("online mode needs online.set: the raw image set to stream")
         self.root = Path(root)
-        self.train_sets = dict(train_sets) if mode == "offline" else {online["set"]: 1.0}
-        bad = {k: w for k, w in self.train_sets.items() if not w > 0}
+        sets = dict(train_sets) if mode == "offline" else {online["set"]: 1.0}
+        bad = {k: w for k, w in sets.items() if not w >= 0}
         if bad:
-            raise ValueError(f"mixing weights must be positive, got {bad}")
+            raise ValueError(f"mixing weights must be >= 0 (0 drops a set), got {bad}")
+        self.train_sets = {k: w for k, w in sets.items() if w > 0}
+        if not self.train_sets:
+            raise ValueError(f"no training set has a positive weight: {sets}")
         self.val_set, self.mode, self.online = val_set, mode, dict(online or {})
         self.batch_size, self.num_workers = batch_size, num_workers
         self.val_batch_size = val_batch_size or batch_size

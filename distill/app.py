@@ -82,11 +82,11 @@ def ensure_data(c: dict) -> None:
     from teachers.config import teacher_from_config
 
     root = Path(c["data"]["root"])
-    wanted = set(c["data"]["train_sets"]) | {c["data"]["val_set"]}
+    wanted = {n for n, w in c["data"]["train_sets"].items() if w > 0} | {c["data"]["val_set"]}
     if c["mode"] == "online":
         wanted = {c["data"]["online"]["set"], c["data"]["val_set"]}
     if c.get("baseline", {}).get("enabled"):
-        wanted |= set(c["baseline"]["train_sets"])
+        wanted |= {n for n, w in c["baseline"]["train_sets"].items() if w > 0}
     missing = sorted(n for n in wanted if not (root / n / "manifest.json").is_file())
     if not missing:
         return

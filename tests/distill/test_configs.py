@@ -1,0 +1,100 @@
+"""Every config and preset composes; the +student contract and its error message."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+import students
+from distill.app import UsageError, check_command_line, student_options
+
+from .conftest import CONF, REPO, compose_train
+
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", students.list_models())
+def test_every_student_composes_with_plus(name, tmp_path):
+    cfg = compose_train([f"+student={name}"], tmp_path)
+    assert cfg.student.name == name
+    OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+    check_command_line(cfg)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_with_a_student(experiment, tmp_path, monkeypatch):
+    monkeypatch.setenv("IMAGENET_ROOT", "/data/imagenet")
+    monkeypatch.setenv("EXTRA_POOL", "/data/pool")
+    cfg = compose_train([f"+experiment={experiment}", "+student=mnv4_hybrid_l"], tmp_path)
+    c = OmegaConf.to_container(cfg, resolve=True)
+    assert c["student"]["name"] == "mnv4_hybrid_l"
+    if experiment.startswith("from_labels_"):
+        weights = c["data"]["train_sets"]
+        assert c["mode"] == "labels" and {k for k, w in weights.items() if w} == {"randaug"}
+    if experiment == "function_matching":
+        assert c["mode"] == "online" and c["loss"]["kind"] == "kl"
+    if experiment == "paper_distill_imagenet":
+        assert c["data"]["train_sets"] == {"randaug": 1, "mixup": 1, "extra": 2}
+        assert c["teacher"]["spec"] == "timm:tf_efficientnet_l2.ns_jft_in1k"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["trainer=gpu"],
+        ["trainer=ddp", "trainer.num_nodes=4"],
+        ["trainer=ddp_cpu"],
+        ["logger=wandb"],
+        ["+debug=smoke"],
+        ["hparams_search=optuna"],
+        ["dataset=folder", "data_root=/data/mine"],
+        ["+variant@variants.inpaint=inpaint", "+data.train_sets.inpaint=1"],
+    ],
+    ids=lambda o: o[0],
+)
+def test_groups_and_presets_compose(overrides, tmp_path):
+    cfg = compose_train(["+student=mnv4_conv_s", *overrides], tmp_path)
+    OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_build_config_composes_for_each_dataset(monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    monkeypatch.setenv("IMAGENET_ROOT", "/data/imagenet")
+    monkeypatch.setenv("EXTRA_POOL", "/data/pool")
+    for dataset in ("digits", "imagenet", "folder"):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            extra = ["data_root=/x"] if dataset == "folder" else []
+            cfg = compose("build", overrides=[f"dataset={dataset}", *extra])
+        c = OmegaConf.to_container(cfg, resolve=True)
+        assert {"randaug", "mixup", "val"} <= set(c["variants"])
+
+
+def test_missing_student_lists_the_choices(tmp_path):
+    cfg = compose_train([], tmp_path)
+    with pytest.raises(UsageError, match=r"\+student=<name>.*mnv4_conv_s.*mnv4_hybrid_l"):
+        check_command_line(cfg)
+    assert student_options() == sorted(students.list_models())
+
+
+def test_student_without_plus_is_rejected_by_hydra(tmp_path):
+    with pytest.raises(ConfigCompositionException, match="student"):
+        compose_train(["student=mnv4_conv_s"], tmp_path)
+
+
+def test_cli_without_student_exits_nonzero_with_the_message():
+    out = subprocess.run([sys.executable, "-m", "distill"], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode != 0
+    assert "+student=<name>" in out.stderr and "mnv4_hybrid_m" in out.stderr
+
+
+def test_unknown_student_lists_hydras_options():
+    out = subprocess.run([sys.executable, "-m", "distill", "+student=mnv4_conv_xl"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    assert "mnv4_conv_xl" in out.stderr and "mnv4_conv_s" in out.stderr
