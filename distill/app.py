@@ -195,6 +195,19 @@ def train_student(
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     wall = time.perf_counter() - start
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    # every rank records what it did: equal steps and identical (synced) metrics across ranks
+    rank_dir = out / "ranks"
+    rank_dir.mkdir(parents=True, exist_ok=True)
+    (rank_dir / f"rank{trainer.global_rank}.json").write_text(
+        json.dumps(
+            {
+                "global_step": trainer.global_step,
+                "metrics": metrics,
+                "world_size": trainer.world_size,
+                "skipped": module.train_skipped,
+            }
+        )
+    )
     for logger in loggers:
         logger.finalize("success")
     if "wandb" in c.get("logger", {}):

@@ -87,14 +87,20 @@ def test_student_without_plus_is_rejected_by_hydra(tmp_path):
 
 
 def test_cli_without_student_exits_nonzero_with_the_message():
-    out = subprocess.run([sys.executable, "-m", "distill"], cwd=REPO, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "distill"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode != 0
     assert "+student=<name>" in out.stderr and "mnv4_hybrid_m" in out.stderr
 
 
 def test_unknown_student_lists_hydras_options():
-    out = subprocess.run([sys.executable, "-m", "distill", "+student=mnv4_conv_xl"], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "distill", "+student=mnv4_conv_xl"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode != 0
     assert "mnv4_conv_xl" in out.stderr and "mnv4_conv_s" in out.stderr

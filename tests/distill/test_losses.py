@@ -13,7 +13,9 @@ def test_soft_cross_entropy_is_kl_plus_the_teacher_entropy():
     g = torch.Generator().manual_seed(0)
     student, teacher = torch.randn(8, 10, generator=g), torch.randn(8, 10, generator=g).softmax(1)
     entropy = -(teacher * teacher.log()).sum(1).mean()
-    torch.testing.assert_close(soft_cross_entropy(student, teacher), kl_divergence(student, teacher) + entropy)
+    torch.testing.assert_close(
+        soft_cross_entropy(student, teacher), kl_divergence(student, teacher) + entropy
+    )
 
 
 def test_kl_scales_by_t_squared_and_is_zero_at_the_teacher():

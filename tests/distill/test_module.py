@@ -27,14 +27,22 @@ def cfg(digits_cache, tmp_path_factory):
 
 def _dm(cfg, mode="offline", batch=16):
     d = cfg["data"]
-    return DistillDataModule(d["root"], d["train_sets"], "val", batch, 0, batch * 6, mode,
-                             d["online"])
+    return DistillDataModule(
+        d["root"], d["train_sets"], "val", batch, 0, batch * 6, mode, d["online"]
+    )
 
 
 def _trainer(tmp_path, steps, **kw):
     kw = {"limit_val_batches": 2, **kw}
-    return L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_progress_bar=False,
-                     enable_model_summary=False, default_root_dir=str(tmp_path), **kw)
+    return L.Trainer(
+        accelerator="cpu",
+        max_steps=steps,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+        **kw,
+    )
 
 
 def test_offline_training_moves_the_student_and_logs_distillation_metrics(cfg, tmp_path):
@@ -54,8 +62,9 @@ def test_offline_training_moves_the_student_and_logs_distillation_metrics(cfg, t
 def test_online_teacher_and_student_receive_the_same_mixed_tensor(cfg, tmp_path):
     teacher = teacher_from_config(cfg["teacher"], num_classes=10)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    module = DistillModule("mnv4_conv_s", 10, teacher, mode="online",
-                           loss={"kind": "kl", "temperature": 2.0})
+    module = DistillModule(
+        "mnv4_conv_s", 10, teacher, mode="online", loss={"kind": "kl", "temperature": 2.0}
+    )
     seen = {}
     module.student.register_forward_pre_hook(lambda m, a: seen.setdefault("student", a[0].clone()))
     teacher.members[0].register_forward_pre_hook(
@@ -63,9 +72,12 @@ def test_online_teacher_and_student_receive_the_same_mixed_tensor(cfg, tmp_path)
     )
     trainer = _trainer(tmp_path, 3, enable_checkpointing=False, limit_val_batches=0)
     trainer.fit(module, datamodule=_dm(cfg, "online"))
-    view = seen["student"] * module.std.cpu() + module.mean.cpu()  # undo the student's normalisation
-    torch.testing.assert_close(seen["teacher"], to_model_input(view, teacher.preprocessing),
-                               atol=1e-5, rtol=1e-5)
+    view = (
+        seen["student"] * module.std.cpu() + module.mean.cpu()
+    )  # undo the student's normalisation
+    torch.testing.assert_close(
+        seen["teacher"], to_model_input(view, teacher.preprocessing), atol=1e-5, rtol=1e-5
+    )
     assert not teacher.training
     assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())
 
@@ -84,8 +96,9 @@ def test_teacher_is_neither_registered_nor_checkpointed(cfg, tmp_path):
 
 def test_feature_distillation_projects_1280_to_the_teachers_width(cfg, tmp_path):
     teacher = teacher_from_config(cfg["teacher"], num_classes=10)
-    module = DistillModule("mnv4_conv_s", 10, teacher, mode="online",
-                           loss={"kind": "kl", "feature_weight": 0.5})
+    module = DistillModule(
+        "mnv4_conv_s", 10, teacher, mode="online", loss={"kind": "kl", "feature_weight": 0.5}
+    )
     assert module.projection.in_features == 1280
     assert module.projection.out_features == teacher.pre_logits_dim() == 512
     trainer = _trainer(tmp_path, 2, enable_checkpointing=False, limit_val_batches=0)
