@@ -21,11 +21,13 @@ from functools import partial
 import numpy as np
 import torch
 import webdataset as wds
+from torch.utils.data import default_collate
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from data.images import decode_jpeg
+from data.images import decode_jpeg_hwc
 from data.labels import decode_soft_label
+from data.tario import tar_samples
 
 _worker_errors: list[tuple[str, str]] = []  # per worker process: errors outside any sample
 
@@ -68,10 +70,14 @@ def seed_worker(worker_id: int, seed: int, rank: int) -> None:
 
 
 def decode_sample(sample: dict, num_classes: int, source: int, flip: bool, need_soft: bool) -> dict:
-    """Raw tar members -> image uint8 [3, H, W], dense soft label, class, source index."""
+    """Raw tar members -> image uint8 [H, W, 3], dense soft label, class, source index.
+
+    Images stay HWC until ``collate`` stacks them: the batch is then a channels_last [B, 3, H, W]
+    view with no copy, the layout the students run in.
+    """
     key = f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
     try:
-        image = decode_jpeg(sample["jpg"])
+        image = decode_jpeg_hwc(sample["jpg"])
         soft = None
         if need_soft:
             soft = decode_soft_label(sample["soft.npy"], num_classes)
@@ -83,7 +89,7 @@ def decode_sample(sample: dict, num_classes: int, source: int, flip: bool, need_
     except Exception as e:
         return {"__bad__": (key, f"{type(e).__name__}: {str(e)[:200]}")}
     if flip and random.random() < 0.5:  # seeded per rank and worker (seed_worker)
-        image = image.flip(-1)
+        image = image.flip(1)
     out = {
         "image": image,
         "label": label,
@@ -100,12 +106,12 @@ def crop_raw(sample: dict, size: int, scale: tuple[float, float], flip: bool) ->
     """Online mode: a fresh Inception crop (and flip) of a raw image, every time it is seen."""
     if "__bad__" in sample:
         return sample
-    img = sample["image"]
+    img = sample["image"].permute(2, 0, 1)  # HWC -> CHW view for torchvision
     top, left, h, w = v2.RandomResizedCrop.get_params(img, list(scale), [3 / 4, 4 / 3])
     img = TF.resized_crop(img, top, left, h, w, [size, size], antialias=True)
     if flip and random.random() < 0.5:
         img = img.flip(-1)
-    return {**sample, "image": img}
+    return {**sample, "image": img.permute(1, 2, 0).contiguous()}
 
 
 def drop_bad(samples):
@@ -124,8 +130,10 @@ def drop_bad(samples):
 
 def collate(samples: list[dict]) -> dict:
     """Stack a list of decoded samples into one batch dict."""
+    # default_collate stacks straight into shared memory inside a loader worker, saving the copy
+    # a plain torch.stack would need on the way to the main process
     batch = {
-        "image": torch.stack([s["image"] for s in samples]),
+        "image": default_collate([s["image"] for s in samples]).permute(0, 3, 1, 2),
         "label": torch.tensor([s["label"] for s in samples], dtype=torch.long),
         "source": torch.tensor([s["source"] for s in samples], dtype=torch.long),
         "url": [s["url"] for s in samples],
@@ -133,7 +141,7 @@ def collate(samples: list[dict]) -> dict:
         "skipped": [x for s in samples for x in s["skipped"]],
     }
     if "soft" in samples[0]:
-        batch["soft"] = torch.stack([s["soft"] for s in samples])
+        batch["soft"] = default_collate([s["soft"] for s in samples])
     return batch
 
 
@@ -145,7 +153,7 @@ def _set_stream(urls, idx, rank, world, seed, num_classes, flip, need_soft, shuf
             worker_seed=partial(worker_seed, seed + idx, rank),
             deterministic=True,
         ),
-        wds.tarfile_to_samples(handler=record_error),
+        partial(tar_samples, handler=record_error),
         wds.shuffle(shuffle),
         wds.map(
             partial(
@@ -196,7 +204,7 @@ def val_pipeline(
     return wds.DataPipeline(
         ShardList(rank_urls),
         wds.split_by_worker,
-        wds.tarfile_to_samples(handler=record_error),
+        partial(tar_samples, handler=record_error),
         wds.map(
             partial(
                 decode_sample, num_classes=num_classes, source=0, flip=False, need_soft=need_soft
