@@ -25,7 +25,7 @@ class SaveOnSigterm(L.Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception) -> None:
         if isinstance(exception, SIGTERMException):
             path = self.dirpath / "last.ckpt"
-            trainer.save_checkpoint(path)
+            trainer.save_checkpoint(path, weights_only=False)
             log.warning("SIGTERM: saved %s; resume with ckpt_path=last", path)
 
 

@@ -169,3 +169,26 @@ def test_killed_build_resumes_to_the_same_complete_set(tmp_path, teacher_path):
     for name in a.shard_counts:
         assert (set_dir / name).read_bytes() == (out_b / "randaug" / name).read_bytes()
     assert not list(set_dir.glob("*.tmp"))
+
+
+@pytest.mark.slow
+def test_torchrun_builds_with_two_processes_each_writing_its_own_shards(tmp_path, teacher_path):
+    root = tmp_path / "images"
+    write_digit_folder(root / "train", per_class=3)
+    write_digit_folder(root / "val", per_class=1, offset=40)
+    (root / "unlabelled").mkdir()
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29517",
+        "-m",
+        "data.build",
+        *_build_cmd(root, teacher_path, tmp_path / "out", tmp_path)[3:],
+    ]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    m = read_manifest(tmp_path / "out" / "randaug")
+    assert m.num_samples == 4 * 30 and len(m.shard_counts) == 30
+    assert out.stdout.count("15/0") == 2  # each rank built its own 15 of the 30 shards

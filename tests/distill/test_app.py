@@ -199,3 +199,38 @@ def test_missing_data_path_fails_before_any_work(tmp_path):
     assert out.returncode != 0
     assert "image folder not found" in out.stderr and "nope" in out.stderr
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").rglob("*.tar"))
+
+
+def test_sigterm_saves_last_checkpoint_and_exits_cleanly(digits_cache, tmp_path):
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "distill",
+            "+student=mnv4_conv_s",
+            "+debug=smoke",
+            "trainer.max_steps=100000",
+            "data.samples_per_epoch=100000",
+            *digits_cache,
+            f"hydra.run.dir={tmp_path}",
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+    )
+    metrics = tmp_path / "csv" / "metrics.csv"
+    deadline = time.time() + 300
+    while not (metrics.is_file() and metrics.read_text().count("\n") > 3):
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.time() < deadline, "training never started"
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert "SIGTERM: saved" in (tmp_path / "distill.log").read_text()
