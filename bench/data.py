@@ -30,7 +30,7 @@ from data.datamodule import DistillDataModule
 from data.labels import encode_soft_label
 from data.shards import read_manifest, write_json_atomic, write_shard
 from data.sources import DigitsSource
-from teachers import build_model, create_teacher, save_teacher
+from teachers import Preprocessing, build_model, create_teacher, save_teacher
 
 NUM_CLASSES = 10
 
@@ -141,28 +141,23 @@ def _variant_cfgs(size: int) -> dict[str, dict]:
     }
 
 
+def _teacher(spec: str, input_size: int, path: Path):
+    """A random-weight teacher of ``spec`` that takes ``input_size`` px inputs."""
+    built = build_model(spec, NUM_CLASSES, pretrained=False)
+    built.preprocessing = Preprocessing(input_size=input_size)
+    return create_teacher(save_teacher(built, spec, path))
+
+
 def build_rates(n_small: int, n_large: int) -> list[dict]:
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="bench_build_"))
     try:
         torch.manual_seed(0)
-        small = create_teacher(
-            save_teacher(
-                build_model("timm:resnet10t", NUM_CLASSES, pretrained=False),
-                "timm:resnet10t",
-                tmp / "small.safetensors",
-            )
-        )
-        large = create_teacher(
-            save_teacher(
-                build_model("mnv4:mnv4_hybrid_l", NUM_CLASSES, pretrained=False),
-                "mnv4:mnv4_hybrid_l",
-                tmp / "large.safetensors",
-            )
-        )
+        small = _teacher("timm:resnet10t", 32, tmp / "small.safetensors")  # a digits-sized teacher
+        large = _teacher("mnv4:mnv4_hybrid_l", 384, tmp / "large.safetensors")  # 384 px input
         for label, teacher, n, size in (
-            ("resnet10t (small)", small, n_small, 32),
-            ("mnv4_hybrid_l (large)", large, n_large, 64),
+            ("resnet10t @32 px (small)", small, n_small, 32),
+            ("mnv4_hybrid_l @384 px (large)", large, n_large, 64),
         ):
             src = DigitsSource("labelled", size, {"labelled": n / 1797, "rest": 1 - n / 1797})
             cfg = {"shard_size": 10_000, "batch_size": 32, "num_workers": 2, "progress": False}

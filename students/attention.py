@@ -31,6 +31,12 @@ def _grid(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return tokens.reshape(tokens.shape[0], h, w, -1).permute(0, 3, 1, 2)
 
 
+def _xavier_convs(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.xavier_uniform_(m.weight)
+
+
 def _kv_branch(dim: int, out_dim: int, kv_stride: int, kernel: int) -> nn.Sequential:
     """Optional stride-2 depthwise downsampling + BN, then the 1x1 projection to one head."""
     branch = nn.Sequential()
@@ -75,9 +81,7 @@ class MultiQueryAttention(nn.Module):
 
     def init_weights(self) -> None:
         """xavier_uniform on all projections and K/V down-convs, for hybrid stability (§2.3)."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.xavier_uniform_(m.weight)
+        _xavier_convs(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
@@ -107,9 +111,7 @@ class MultiHeadAttention(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.xavier_uniform_(m.weight)
+        _xavier_convs(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape

@@ -14,6 +14,7 @@ supply the weights.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +97,16 @@ def _offline_error(spec: str, cause: Exception) -> TeacherWeightsUnavailable:
     )
 
 
+def _build_or_explain(spec: str, fetch: bool, build: Callable[[], nn.Module]) -> nn.Module:
+    """Run ``build``; a failed download becomes ``TeacherWeightsUnavailable`` saying what to do."""
+    try:
+        return build()
+    except (OSError, RuntimeError) as e:
+        if fetch:
+            raise _offline_error(spec, e) from e
+        raise
+
+
 def _read_local(checkpoint: str | Path) -> dict[str, torch.Tensor]:
     return strip_wrapper_prefixes(read_state_dict(checkpoint))
 
@@ -133,12 +144,9 @@ def _build_timm(name: str, spec: str, num_classes: int | None, checkpoint, pretr
         num_classes = _classes_in(state, classifier)
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
     fetch = pretrained and checkpoint is None
-    try:
-        model = timm.create_model(name, pretrained=fetch, **kwargs)
-    except (OSError, RuntimeError) as e:
-        if fetch:
-            raise _offline_error(spec, e) from e
-        raise
+    model = _build_or_explain(
+        spec, fetch, lambda: timm.create_model(name, pretrained=fetch, **kwargs)
+    )
     if state is not None:
         load_state_dict_strict(model, state, str(checkpoint), spec)
     n = model.num_classes
@@ -157,12 +165,9 @@ def _build_torchvision(name: str, spec: str, num_classes, checkpoint, pretrained
         num_classes = _classes_in(state, _last_linear(probe))
     weights = torchvision.models.get_model_weights(name).DEFAULT if fetch else None
     kwargs = {} if num_classes is None or fetch else {"num_classes": num_classes}
-    try:
-        model = torchvision.models.get_model(name, weights=weights, **kwargs)
-    except (OSError, RuntimeError) as e:
-        if fetch:
-            raise _offline_error(spec, e) from e
-        raise
+    model = _build_or_explain(
+        spec, fetch, lambda: torchvision.models.get_model(name, weights=weights, **kwargs)
+    )
     if state is not None:
         load_state_dict_strict(model, state, str(checkpoint), spec)
     n = num_classes or 1000
@@ -195,14 +200,14 @@ def _build_mnv4(name: str, spec: str, num_classes, checkpoint, pretrained: bool)
     if num_classes is None:
         num_classes = (_classes_in(state, "classifier") if state is not None else None) or 1000
     n = num_classes
-    model = students.create_model(name, num_classes=n, drop_rate=0.0)
+    # the teacher's own channels_last flag decides its layout (FrozenTeacher)
+    model = students.create_model(name, num_classes=n, drop_rate=0.0, channels_last=False)
     if checkpoint is None and pretrained:
         import timm
 
-        try:
-            released = timm.create_model(students.TIMM_NAMES[name], pretrained=True)
-        except (OSError, RuntimeError) as e:
-            raise _offline_error(spec, e) from e
+        released = _build_or_explain(
+            spec, True, lambda: timm.create_model(students.TIMM_NAMES[name], pretrained=True)
+        )
         state = students.convert_timm_state_dict(released.state_dict())
         load_state_dict_strict(model, state, f"timm {students.TIMM_NAMES[name]}", spec)
     elif state is not None:
