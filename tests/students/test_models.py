@@ -63,7 +63,7 @@ def test_logits_equal_timm_given_the_same_weights(name, channels_last, timm_mode
     """Ours (default channels_last, or NCHW) against timm's default NCHW model, fp32, eval."""
     reference = timm_models[name]
     model = students.create_model(name, channels_last=channels_last)
-    model.load_state_dict(students.convert_timm_state_dict(reference.state_dict()), strict=False)
+    model.load_state_dict(students.convert_timm_state_dict(reference.state_dict()))
     model.eval()
     res = model.default_resolution
     x = torch.randn(2, 3, res, res, generator=torch.Generator().manual_seed(1))
