@@ -92,7 +92,7 @@ def bench_model(name: str, repeats: int) -> dict:
 
 
 def main() -> None:
-    repeats = 2 if quick() else 5
+    repeats = 2 if quick() else 7
     rows = []
     for name in students.list_models():
         r = bench_model(name, repeats)
