@@ -225,29 +225,46 @@ def train_student(
     }
 
 
+def datamodule(c: dict, train_sets: dict, mode: str, samples_per_epoch: int | None):
+    """The run's ``DistillDataModule`` over ``train_sets`` (the distillation or baseline mix).
+
+    Labels mode reads the same shards as offline mode (their ``cls`` entries).
+    """
+    from data.datamodule import DistillDataModule
+
+    d = c["data"]
+    online = mode == "online"
+    return DistillDataModule(
+        d["root"],
+        train_sets,
+        d["val_set"],
+        d["batch_size"],
+        d["num_workers"],
+        samples_per_epoch,
+        "online" if online else "offline",
+        d.get("online") if online else None,
+        d.get("flip", True),
+        c["seed"],
+    )
+
+
 def teacher_top1(root: Path, val_set: str) -> float | None:
     """Teacher top-1 on the validation set, from its stored labels (no extra teacher pass)."""
-    import tarfile
-
     from data.labels import decode_soft_label
     from data.shards import read_manifest
+    from data.tario import samples
 
     m = read_manifest(root / val_set)
     if not m.data.get("labels"):
         return None
     right = total = 0
     for url in m.urls():
-        parts: dict[str, dict[str, bytes]] = {}
-        with tarfile.open(url) as tar:
-            for member in tar:
-                key, _, ext = member.name.partition(".")
-                if ext in ("cls", "soft.npy"):
-                    parts.setdefault(key, {})[ext] = tar.extractfile(member).read()
-        for p in parts.values():
-            if "cls" in p and "soft.npy" in p:
-                pred = int(decode_soft_label(p["soft.npy"], m.num_classes).argmax())
-                right += pred == int(p["cls"])
-                total += 1
+        with open(url, "rb") as stream:
+            for p in samples(stream, url):
+                if "cls" in p and "soft.npy" in p:
+                    pred = int(decode_soft_label(p["soft.npy"], m.num_classes).argmax())
+                    right += pred == int(p["cls"])
+                    total += 1
     return right / total if total else None
 
 
@@ -268,7 +285,6 @@ def run(cfg: DictConfig) -> float:
     """The whole job; returns the monitored validation metric (for sweeps and Optuna)."""
     check_command_line(cfg)
     _quiet_libraries()
-    from data.datamodule import DistillDataModule
     from teachers.config import teacher_from_config
 
     wall_start = time.perf_counter()
@@ -280,18 +296,7 @@ def run(cfg: DictConfig) -> float:
 
     ensure_data(c)
     d = c["data"]
-    dm = DistillDataModule(
-        d["root"],
-        d["train_sets"],
-        d["val_set"],
-        d["batch_size"],
-        d["num_workers"],
-        d.get("samples_per_epoch"),
-        c["mode"],
-        d.get("online"),
-        d.get("flip", True),
-        c["seed"],
-    )
+    dm = datamodule(c, d["train_sets"], c["mode"], d.get("samples_per_epoch"))
     dm.prepare()
     teacher = None
     if c["mode"] == "online" or c["loss"].get("feature_weight", 0) > 0:
@@ -314,19 +319,8 @@ def run(cfg: DictConfig) -> float:
 
     world = result["trainer"].world_size
     if c.get("baseline", {}).get("enabled") and world == 1 and result["trainer"].is_global_zero:
-        b = c["baseline"]
-        base_dm = DistillDataModule(
-            d["root"],
-            b["train_sets"],
-            d["val_set"],
-            d["batch_size"],
-            d["num_workers"],
-            d.get("samples_per_epoch") or dm.steps_per_epoch(1) * d["batch_size"],
-            "offline",
-            None,
-            d.get("flip", True),
-            c["seed"],
-        )
+        samples = d.get("samples_per_epoch") or dm.steps_per_epoch(1) * d["batch_size"]
+        base_dm = datamodule(c, c["baseline"]["train_sets"], "offline", samples)
         L.seed_everything(c["seed"], workers=True, verbose=False)
         base = train_student(c, base_dm, None, out / "baseline", f"{run_name}-baseline", "labels")
         summary["baseline_metrics"] = base["metrics"]

@@ -193,16 +193,22 @@ class DistillModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         cfg = self.loss_cfg
-        features = None
-        if self.projection is not None:
-            features = self.student.forward_features(batch["image"])
-            pre = self.student.forward_head(features, pre_logits=True)
-            logits = self.student.forward_head(features)
+        probs = target_features = None
+        if self.projection is not None:  # one student and one teacher forward give both terms
+            pre = self.student.forward_head(
+                self.student.forward_features(batch["image"]), pre_logits=True
+            )
+            logits = self.student.classify(pre)
+            probs, target_features = self.teacher.probs_and_pre_logits(
+                batch["view"], cfg["temperature"]
+            )
         else:
             logits = self.student(batch["image"])
         loss = torch.zeros((), device=self.device)
         if self.mode != "labels" and cfg["kd_weight"] > 0:
-            loss_kd = kd_loss(cfg["kind"], logits, self._targets(batch), cfg["temperature"])
+            if probs is None:
+                probs = self._targets(batch)
+            loss_kd = kd_loss(cfg["kind"], logits, probs, cfg["temperature"])
             loss = loss + cfg["kd_weight"] * loss_kd
             self.log("train/loss_kd", loss_kd)
         gt_weight = 1.0 if self.mode == "labels" else cfg["gt_weight"]
@@ -216,10 +222,8 @@ class DistillModule(L.LightningModule):
                 )
                 loss = loss + gt_weight * loss_gt
                 self.log("train/loss_gt", loss_gt)
-        if features is not None:
-            with torch.no_grad():
-                target = self.teacher.pre_logits(batch["view"])
-            loss_feat = F.mse_loss(self.projection(pre.float()), target.float())
+        if target_features is not None:
+            loss_feat = F.mse_loss(self.projection(pre.float()), target_features)
             loss = loss + cfg["feature_weight"] * loss_feat
             self.log("train/loss_feature", loss_feat)
         self.train_skipped += len(batch.get("skipped", []))

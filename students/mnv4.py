@@ -163,8 +163,11 @@ class MobileNetV4(nn.Module):
         """[B, 960, h, w] -> logits [B, classes], or the pooled 1280-d pre-logits (no dropout)."""
         x = x.mean((2, 3), keepdim=True)
         x = self.act2(self.norm_head(self.conv_head(x))).flatten(1)
-        if pre_logits:
-            return x
+        return x if pre_logits else self.classify(x)
+
+    def classify(self, pre_logits: torch.Tensor) -> torch.Tensor:
+        """Pre-logits [B, 1280] -> logits: dropout, then the classifier."""
+        x = pre_logits
         if self.drop_rate > 0.0:
             x = F.dropout(x, self.drop_rate, self.training)
         return self.classifier(x)

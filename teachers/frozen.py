@@ -78,12 +78,17 @@ class FrozenTeacher(nn.Module):
     def requires_grad_(self, requires_grad: bool = True) -> FrozenTeacher:
         return super().requires_grad_(False)
 
-    def _member_logits(self, member: nn.Module, prep: Preprocessing, images: torch.Tensor):
+    def _member_input(self, prep: Preprocessing, images: torch.Tensor) -> torch.Tensor:
         x = to_model_input(images.to(self.device, non_blocking=True), prep)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _autocast(self) -> torch.autocast:
         enabled = self.autocast_dtype is not None
-        with torch.autocast(x.device.type, dtype=self.autocast_dtype, enabled=enabled):
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=enabled)
+
+    def _member_logits(self, member: nn.Module, prep: Preprocessing, images: torch.Tensor):
+        x = self._member_input(prep, images)
+        with self._autocast():
             return member(x).float()
 
     @torch.no_grad()
@@ -114,20 +119,26 @@ class FrozenTeacher(nn.Module):
         return member
 
     @torch.no_grad()
-    def pre_logits(self, images: torch.Tensor) -> torch.Tensor:
-        """The teacher's pooled pre-logit features [B, D] (for feature distillation)."""
+    def probs_and_pre_logits(
+        self, images: torch.Tensor, temperature: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """softmax(logits / T) [B, classes] and the pooled pre-logit features [B, D], fp32, from
+        one backbone forward (feature distillation needs both on every step)."""
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
         member = self._single_feature_model()
-        x = to_model_input(images.to(self.device), self.preprocessing)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        enabled = self.autocast_dtype is not None
-        with torch.autocast(x.device.type, dtype=self.autocast_dtype, enabled=enabled):
-            return member.forward_head(member.forward_features(x), pre_logits=True).float()
+        x = self._member_input(self.preprocessing, images)
+        with self._autocast():
+            features = member.forward_features(x)
+            pre = member.forward_head(features, pre_logits=True).float()
+            logits = member.forward_head(features).float()
+        return torch.softmax(logits / temperature, dim=-1), pre
 
     def pre_logits_dim(self) -> int:
-        """D of ``pre_logits`` (measured on one blank image, so it is right for any model)."""
+        """D of the pre-logit features (measured on one blank image: right for any model)."""
         size = self.preprocessing.input_size
-        return int(self.pre_logits(torch.zeros(1, 3, size, size)).shape[-1])
+        _, pre = self.probs_and_pre_logits(torch.zeros(1, 3, size, size))
+        return int(pre.shape[-1])
 
     def extra_repr(self) -> str:
         return (

@@ -119,6 +119,15 @@ def _build_cmd(root: Path, teacher_path: Path, out: Path, tmp: Path) -> list[str
     ]
 
 
+def _image_folder(tmp_path: Path, per_class: int) -> Path:
+    """A ``dataset=folder`` root: digits JPEGs in train/ and val/, an empty unlabelled/."""
+    root = tmp_path / "images"
+    write_digit_folder(root / "train", per_class=per_class)
+    write_digit_folder(root / "val", per_class=1, offset=40)
+    (root / "unlabelled").mkdir()
+    return root
+
+
 def _complete_shards_only(set_dir: Path) -> None:
     """Every file named like a finished shard is a whole tar with its recorded sample count."""
     for tar_path in set_dir.glob("*.tar"):
@@ -130,10 +139,7 @@ def _complete_shards_only(set_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_killed_build_resumes_to_the_same_complete_set(tmp_path, teacher_path):
-    root = tmp_path / "images"
-    write_digit_folder(root / "train", per_class=6)
-    write_digit_folder(root / "val", per_class=1, offset=40)
-    (root / "unlabelled").mkdir()
+    root = _image_folder(tmp_path, per_class=6)
     out_a, out_b = tmp_path / "a", tmp_path / "b"
 
     proc = subprocess.Popen(
@@ -173,10 +179,7 @@ def test_killed_build_resumes_to_the_same_complete_set(tmp_path, teacher_path):
 
 @pytest.mark.slow
 def test_torchrun_builds_with_two_processes_each_writing_its_own_shards(tmp_path, teacher_path):
-    root = tmp_path / "images"
-    write_digit_folder(root / "train", per_class=3)
-    write_digit_folder(root / "val", per_class=1, offset=40)
-    (root / "unlabelled").mkdir()
+    root = _image_folder(tmp_path, per_class=3)
     cmd = [
         sys.executable,
         "-m",

@@ -68,6 +68,20 @@ def test_distilled_student_beats_the_from_labels_baseline(digits_cache, tmp_path
     assert r["teacher_top1"] > distilled - 0.1
 
 
+def test_labels_mode_trains_from_the_shards_classes_without_a_teacher(
+    digits_cache, tmp_path, env_no_wandb
+):
+    """``mode=labels`` (the from_labels_* experiments) reads the offline shards' ``cls``."""
+    cfg = compose_train(
+        ["+student=mnv4_conv_s", "+debug=smoke", "mode=labels", *digits_cache], tmp_path
+    )
+    run(cfg)
+    r = _results(tmp_path)
+    assert r["mode"] == "labels" and r["global_step"] == 12
+    metrics = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "train/loss_gt" in metrics and "train/loss_kd" not in metrics
+
+
 def test_resume_from_last_continues_at_the_same_step(digits_cache, tmp_path, env_no_wandb):
     base = ["+student=mnv4_conv_s", "+debug=smoke", *digits_cache]
     run(compose_train(base, tmp_path))
@@ -79,18 +93,17 @@ def test_resume_from_last_continues_at_the_same_step(digits_cache, tmp_path, env
     assert "step" in metrics
 
 
-def test_two_process_ddp_run_started_like_a_user_does(digits_cache, tmp_path):
+def _smoke_cli(args: list[str], digits_cache: list[str]) -> None:
+    """``python -m distill +student=mnv4_conv_s +debug=smoke ARGS`` as a user types it; must pass."""
     out = _cli(
-        [
-            "+student=mnv4_conv_s",
-            "+debug=smoke",
-            "trainer=ddp_cpu",
-            *digits_cache,
-            f"hydra.run.dir={tmp_path}",
-        ],
+        ["+student=mnv4_conv_s", "+debug=smoke", *args, *digits_cache],
         env={"WANDB_MODE": "disabled"},
     )
     assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_two_process_ddp_run_started_like_a_user_does(digits_cache, tmp_path):
+    _smoke_cli(["trainer=ddp_cpu", f"hydra.run.dir={tmp_path}"], digits_cache)
     r0, r1 = (json.loads((tmp_path / "ranks" / f"rank{i}.json").read_text()) for i in (0, 1))
     assert r0["world_size"] == r1["world_size"] == 2
     assert r0["global_step"] == r1["global_step"] == 12
@@ -99,18 +112,7 @@ def test_two_process_ddp_run_started_like_a_user_does(digits_cache, tmp_path):
 
 
 def test_sweep_over_two_values_gives_two_run_directories(digits_cache, tmp_path):
-    out = _cli(
-        [
-            "-m",
-            "+student=mnv4_conv_s",
-            "+debug=smoke",
-            "optimizer.lr=0.001,0.003",
-            *digits_cache,
-            f"hydra.sweep.dir={tmp_path}",
-        ],
-        env={"WANDB_MODE": "disabled"},
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
+    _smoke_cli(["-m", "optimizer.lr=0.001,0.003", f"hydra.sweep.dir={tmp_path}"], digits_cache)
     for d, lr in (("0", "0.001"), ("1", "0.003")):
         assert f"optimizer.lr={lr}" in (tmp_path / d / ".hydra" / "overrides.yaml").read_text()
         assert _results(tmp_path / d)["global_step"] == 12

@@ -104,6 +104,8 @@ def test_feature_distillation_projects_1280_to_the_teachers_width(cfg, tmp_path)
     trainer = _trainer(tmp_path, 2, enable_checkpointing=False, limit_val_batches=0)
     trainer.fit(module, datamodule=_dm(cfg, "online"))
     assert torch.isfinite(trainer.callback_metrics["train/loss_feature"])
+    # one student forward per step: the head's BatchNorm saw each batch exactly once
+    assert int(module.student.norm_head.num_batches_tracked) == trainer.global_step == 2
 
 
 def test_resume_continues_at_the_same_step_with_the_same_optimizer_state(cfg, tmp_path):

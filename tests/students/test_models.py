@@ -74,6 +74,15 @@ def test_logits_equal_timm_given_the_same_weights(name, channels_last, timm_mode
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
 
 
+def test_classify_on_pre_logits_is_the_logits_path():
+    model = students.create_model("mnv4_conv_s", num_classes=10, drop_rate=0.5).eval()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        pre = model.forward_head(model.forward_features(x), pre_logits=True)
+        torch.testing.assert_close(model.classify(pre), model(x))
+    assert pre.shape == (2, 1280)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_every_parameter_gets_a_gradient_in_one_training_step(name):
     torch.manual_seed(0)

@@ -76,3 +76,15 @@ def test_bf16_autocast_teacher_runs_and_agrees_roughly(teacher_files, images):
     out = bf16.probs(images)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, plain.probs(images), atol=0.05, rtol=0.1)
+
+
+def test_probs_and_pre_logits_match_the_separate_outputs(teacher, images):
+    """Feature distillation takes both from one forward; they must be what each alone gives."""
+    probs, pre = teacher.probs_and_pre_logits(images, temperature=2.0)
+    torch.testing.assert_close(probs, teacher.probs(images, 2.0))
+    member = teacher.members[0]
+    x = teacher._member_input(teacher.preprocessing, images)
+    with torch.no_grad():
+        expected = member.forward_head(member.forward_features(x), pre_logits=True)
+    torch.testing.assert_close(pre, expected)
+    assert pre.shape == (6, teacher.pre_logits_dim())
