@@ -14,6 +14,7 @@ import torch
 
 import students
 from bench.common import interleaved_medians, quick, table, write_result
+from bench.students import candidate_input
 from tests.students.conftest import randomize_like_trained
 
 EVAL_BATCH = 256
@@ -41,10 +42,6 @@ def _models(name: str, train: bool) -> dict[str, torch.nn.Module]:
     theirs_cl = theirs_cl.to(memory_format=torch.channels_last)
     models = {"ours": ours, "timm": theirs, "timm_cl": theirs_cl}
     return {k: m.cuda().train(train) for k, m in models.items()}
-
-
-def _input(key: str, x: torch.Tensor) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if key == "timm_cl" else x
 
 
 def parity(name: str) -> tuple[float, float]:
@@ -75,7 +72,7 @@ def speed(name: str, repeats: int) -> dict:
 
         return step
 
-    fns = {k: _synced(eval_fn(m, _input(k, x)), 5) for k, m in models.items()}
+    fns = {k: _synced(eval_fn(m, candidate_input(k, x)), 5) for k, m in models.items()}
     t = interleaved_medians(fns, repeats, warmup=2)
     out["eval_img_s"] = {k: round(5 * eval_batch / v, 1) for k, v in t.items()}
 
@@ -95,7 +92,7 @@ def speed(name: str, repeats: int) -> dict:
 
         return step
 
-    fns = {k: _synced(train_fn(m, _input(k, x)), 3) for k, m in models.items()}
+    fns = {k: _synced(train_fn(m, candidate_input(k, x)), 3) for k, m in models.items()}
     t = interleaved_medians(fns, repeats, warmup=2)
     out["train_img_s"] = {k: round(3 * train_batch / v, 1) for k, v in t.items()}
     for kind in ("eval", "train"):

@@ -47,7 +47,8 @@ def _candidates(name: str, train: bool) -> dict[str, torch.nn.Module]:
     return models
 
 
-def _inputs(key: str, x: torch.Tensor) -> torch.Tensor:
+def candidate_input(key: str, x: torch.Tensor) -> torch.Tensor:
+    """The input as a candidate takes it: timm_cl gets channels_last, the others as given."""
     return x.contiguous(memory_format=torch.channels_last) if key == "timm_cl" else x
 
 
@@ -63,19 +64,21 @@ def bench_model(name: str, repeats: int) -> dict:
     out["gmacs"] = round(count_macs(models["ours"], res) / 1e9, 3)
 
     x = torch.randn(eval_batch, 3, res, res)
-    t = interleaved_medians({k: _eval_fn(m, _inputs(k, x)) for k, m in models.items()}, repeats)
+    t = interleaved_medians(
+        {k: _eval_fn(m, candidate_input(k, x)) for k, m in models.items()}, repeats
+    )
     out["eval_img_s"] = {k: round(eval_batch / v, 2) for k, v in t.items()}
 
     x1 = torch.randn(1, 3, res, res)
     t = interleaved_medians(
-        {k: _eval_fn(m, _inputs(k, x1)) for k, m in models.items()}, repeats * 3
+        {k: _eval_fn(m, candidate_input(k, x1)) for k, m in models.items()}, repeats * 3
     )
     out["latency_ms"] = {k: round(v * 1e3, 2) for k, v in t.items()}
 
     models = _candidates(name, train=True)
     x = torch.randn(train_batch, 3, res, res)
     y = torch.randint(0, 1000, (train_batch,))
-    fns = {k: _train_fn(m, _inputs(k, x), y) for k, m in models.items()}
+    fns = {k: _train_fn(m, candidate_input(k, x), y) for k, m in models.items()}
     t = interleaved_medians(fns, repeats)
     out["train_img_s"] = {k: round(train_batch / v, 2) for k, v in t.items()}
 
