@@ -43,22 +43,26 @@ def test_every_experiment_composes_with_a_student(experiment, tmp_path, monkeypa
 
 
 @pytest.mark.parametrize(
-    "overrides",
+    ("overrides", "key", "expected"),
     [
-        ["trainer=gpu"],
-        ["trainer=ddp", "trainer.num_nodes=4"],
-        ["trainer=ddp_cpu"],
-        ["logger=wandb"],
-        ["+debug=smoke"],
-        ["hparams_search=optuna"],
-        ["dataset=folder", "data_root=/data/mine"],
-        ["+variant@variants.inpaint=inpaint", "+data.train_sets.inpaint=1"],
+        (["trainer=gpu"], "trainer.precision", "bf16-mixed"),
+        (["trainer=ddp", "trainer.num_nodes=4"], "trainer.num_nodes", 4),
+        (["trainer=ddp_cpu"], "trainer.strategy.process_group_backend", "gloo"),
+        (["logger=wandb"], "logger.wandb.tags", ["mnv4_conv_s", "offline", "digits"]),
+        (["+debug=smoke"], "trainer.max_steps", 12),
+        (["hparams_search=optuna"], "hydra.sweeper.direction", "maximize"),
+        (["dataset=folder", "data_root=/data/mine"], "sources.labelled.root", "/data/mine/train"),
+        (
+            ["+variant@variants.inpaint=inpaint", "+data.train_sets.inpaint=1"],
+            "variants.inpaint.kind",
+            "inpaint",
+        ),
     ],
-    ids=lambda o: o[0],
+    ids=lambda o: o[0] if isinstance(o, list) else None,
 )
-def test_groups_and_presets_compose(overrides, tmp_path):
-    cfg = compose_train(["+student=mnv4_conv_s", *overrides], tmp_path)
-    OmegaConf.to_container(cfg, resolve=True)
+def test_groups_and_presets_compose(overrides, key, expected, tmp_path):
+    cfg = compose_train(["+student=mnv4_conv_s", *overrides], tmp_path, hydra=True)
+    assert OmegaConf.select(cfg, key) == expected
 
 
 def test_build_config_composes_for_each_dataset(monkeypatch):
