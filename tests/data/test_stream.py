@@ -65,18 +65,28 @@ def test_training_images_are_the_stored_images_or_their_mirror_only(built):
 
 def test_online_mode_crops_raw_images_afresh(built):
     out, _, _ = built
+    n = read_manifest(out / "val").num_samples
     dm = DistillDataModule(
         out,
         {},
         "val",
         batch_size=8,
         num_workers=0,
-        samples_per_epoch=64,
+        samples_per_epoch=8 * (3 * n // 8),  # every image drawn about three times
         mode="online",
         online={"set": "val", "crop_size": 24, "crop_scale": [0.3, 1.0]},
     )
-    batch = next(iter(dm.train_dataloader()))
-    assert batch["image"].shape == (8, 3, 24, 24) and "soft" not in batch
+    first: dict[str, torch.Tensor] = {}
+    repeats = fresh = 0
+    for batch in dm.train_dataloader():
+        assert batch["image"].shape == (8, 3, 24, 24) and "soft" not in batch
+        for key, img in zip(batch["key"], batch["image"], strict=True):
+            if key in first:
+                repeats += 1
+                fresh += not torch.equal(first[key], img)
+            first.setdefault(key, img)
+    # a new crop each time an image comes round (rarely two draws give the same crop)
+    assert repeats > 0 and fresh >= 0.8 * repeats, (fresh, repeats)
 
 
 def _broken_copy(built_dir: Path, dst: Path) -> tuple[Path, int]:

@@ -93,10 +93,11 @@ def test_resume_from_last_continues_at_the_same_step(digits_cache, tmp_path, env
     assert "step" in metrics
 
 
-def _smoke_cli(args: list[str], digits_cache: list[str]) -> None:
-    """``python -m distill +student=mnv4_conv_s +debug=smoke ARGS`` as a user types it; must pass."""
+def _smoke_cli(args: list[str], digits_cache: list[str], flags: tuple[str, ...] = ()) -> None:
+    """``python -m distill FLAGS +student=mnv4_conv_s +debug=smoke ARGS`` as a user types it
+    (Hydra's flags such as ``-m`` come before the overrides); must pass."""
     out = _cli(
-        ["+student=mnv4_conv_s", "+debug=smoke", *args, *digits_cache],
+        [*flags, "+student=mnv4_conv_s", "+debug=smoke", *args, *digits_cache],
         env={"WANDB_MODE": "disabled"},
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -112,7 +113,7 @@ def test_two_process_ddp_run_started_like_a_user_does(digits_cache, tmp_path):
 
 
 def test_sweep_over_two_values_gives_two_run_directories(digits_cache, tmp_path):
-    _smoke_cli(["-m", "optimizer.lr=0.001,0.003", f"hydra.sweep.dir={tmp_path}"], digits_cache)
+    _smoke_cli(["optimizer.lr=0.001,0.003", f"hydra.sweep.dir={tmp_path}"], digits_cache, ("-m",))
     for d, lr in (("0", "0.001"), ("1", "0.003")):
         assert f"optimizer.lr={lr}" in (tmp_path / d / ".hydra" / "overrides.yaml").read_text()
         assert _results(tmp_path / d)["global_step"] == 12
