@@ -3,11 +3,13 @@
 A source lists its items cheaply (paths, keys, labels) and decodes one item on demand. Listing
 validates what it can without decoding: unknown class folders, empty files and non-images are
 skipped and reported by file; a source with no usable image, or a label outside the class list,
-is an error before any work starts.
+is an error before any work starts. A class with no usable image keeps its index (so train/,
+val/ and the teacher's head agree) and is reported like a skipped input, with a warning.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import tarfile
 from abc import ABC, abstractmethod
@@ -18,6 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from data.images import IMAGE_EXTENSIONS, BadImage, check_header, load_rgb
+
+log = logging.getLogger("data.sources")
+EMPTY_CLASS = "empty class: no usable image, kept with 0 images"
 
 
 class SourceError(ValueError):
@@ -44,6 +49,17 @@ class Skipped:
 
     def counts(self) -> dict[str, int]:
         return dict(Counter(reason.split(":")[0] for _, reason in self.entries))
+
+    def report(self, title: str, limit: int = 50) -> str:
+        """``title: skipped N input(s) {reason: count}`` then one line per file ('' if none)."""
+        entries = sorted(set(self.entries))
+        if not entries:
+            return ""
+        lines = [f"{title}: skipped {len(entries)} input(s) {self.counts()}"]
+        lines += [f"  {ref}: {reason}" for ref, reason in entries[:limit]]
+        if len(entries) > limit:
+            lines.append(f"  ... and {len(entries) - limit} more")
+        return "\n".join(lines)
 
 
 def safe_key(text: str) -> str:
@@ -72,6 +88,10 @@ class Source(ABC):
         if not self.items:
             detail = "; ".join(f"{r}: {why}" for r, why in self.skipped.entries[:5])
             raise SourceError(f"{where} has no usable image" + (f" ({detail})" if detail else ""))
+
+    def note_empty_classes(self) -> None:
+        """Report classes left with no usable image (image folders override this)."""
+        return None
 
 
 def read_class_list(path: str | Path) -> list[str]:
@@ -133,6 +153,18 @@ class ImageFolderSource(Source):
         for stray in sorted(p for p in self.root.iterdir() if p.is_file()):
             self.skipped.add(str(stray), "outside class folders: no label")
         self._require_items(f"image folder {self.root}")
+        self.note_empty_classes()
+
+    def note_empty_classes(self) -> None:
+        """Report each class folder left with no item, once; it keeps its index so that train/,
+        val/ and the teacher's head agree on class numbers."""
+        present = {item.label for item in self.items}
+        noted = {ref for ref, reason in self.skipped.entries if reason == EMPTY_CLASS}
+        for index, name in enumerate(self.classes or []):
+            ref = str(self.root / name)
+            if index not in present and ref not in noted:
+                self.skipped.add(ref, EMPTY_CLASS)
+                log.warning("class %r (%s) has no usable image; kept with 0 images", name, ref)
 
     def load(self, item: Item, max_side: int | None = None) -> np.ndarray:
         return load_rgb(Path(item.ref), max_side)
@@ -285,7 +317,10 @@ class SourceImages:
         return torch.from_numpy(np.require(rgb, requirements=["C", "W"])).permute(2, 0, 1), label
 
     def usable(self) -> SourceImages:
-        """Decode every item once and keep the readable ones (their failures go to skipped)."""
+        """Decode every item once and keep the readable ones (their failures go to skipped).
+
+        A training loop cannot skip an image mid-epoch, so bad files are found here, up front.
+        """
         kept = []
         for item in self.source.items:
             try:
@@ -295,4 +330,6 @@ class SourceImages:
                 continue
             kept.append(item)
         self.source.items = kept
+        self.source._require_items(self.source.describe())
+        self.source.note_empty_classes()
         return self

@@ -233,24 +233,50 @@ def train_teacher(
 
 
 def _load_data(data: str, image_size: int, seed: int):
-    """``digits`` (embedded) or an ImageFolder root with ``train/`` and ``val/`` sub-folders."""
+    """``digits`` (embedded) or an image folder root with ``train/`` and ``val/`` sub-folders.
+
+    Returns train images, labels, val images, labels, class names and the sources whose skipped
+    inputs to report (none for digits).
+    """
     if data == "digits":
         from data.digits import DIGIT_CLASSES, load_digits_images, stratified_split
 
         images, labels = load_digits_images(image_size)
         split = stratified_split(labels, {"train": 0.8, "val": 0.2}, seed)
         tr, va = split["train"], split["val"]
-        return images[tr], labels[tr], images[va], labels[va], DIGIT_CLASSES
-    from torchvision.datasets import ImageFolder
+        return images[tr], labels[tr], images[va], labels[va], DIGIT_CLASSES, []
+    return _load_folder(Path(data))
 
-    root = Path(data)
+
+def _load_folder(root: Path):
+    """Read ``root/train`` and ``root/val`` with the reader ``python -m data.build`` uses.
+
+    One reader means one rule set: bad files are skipped and listed, and an empty class folder
+    keeps its class with 0 images (a warning), exactly as when building shards. The import is
+    here, in the command line, so that the training library itself does not depend on data/.
+    """
+    from data.sources import ImageFolderSource, SourceError, SourceImages
+
     for part in ("train", "val"):
         if not (root / part).is_dir():
-            raise SystemExit(f"--data {root}: expected an ImageFolder with {part}/ inside")
-    train, val = ImageFolder(str(root / "train")), ImageFolder(str(root / "val"))
-    if train.classes != val.classes:
-        raise SystemExit(f"--data {root}: train/ and val/ have different class folders")
-    return train, None, val, None, train.classes
+            raise SystemExit(f"--data {root}: expected an image folder with {part}/ inside")
+    try:
+        train, val = ImageFolderSource(root / "train"), ImageFolderSource(root / "val")
+        if train.classes != val.classes:
+            raise SystemExit(
+                f"--data {root}: train/ and val/ have different class folders "
+                f"({sorted(set(train.classes) ^ set(val.classes))} in only one of them)"
+            )
+        train_set, val_set = SourceImages(train).usable(), SourceImages(val).usable()
+    except SourceError as e:
+        raise SystemExit(f"--data {root}: {e}") from e
+    return train_set, None, val_set, None, list(train.classes), [train, val]
+
+
+def _skipped_report(sources: list) -> str:
+    """Every input left out, by file and reason (the same listing ``data.build`` prints)."""
+    parts = [s.skipped.report(s.describe()) for s in sources]
+    return "\n".join(p for p in parts if p)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -270,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument(f"--{field.replace('_', '-')}", type=kind, default=value)
     args = p.parse_args(argv)
     recipe = TeacherRecipe(**{k: getattr(args, k) for k in asdict(defaults) if hasattr(args, k)})
-    tr_x, tr_y, va_x, va_y, classes = _load_data(args.data, recipe.image_size, recipe.seed)
+    tr_x, tr_y, va_x, va_y, classes, sources = _load_data(args.data, recipe.image_size, recipe.seed)
     result = train_teacher(
         args.spec,
         tr_x,
@@ -288,6 +314,9 @@ def main(argv: list[str] | None = None) -> None:
         f"teacher {args.spec}: val top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f} "
         f"on {result['samples']} images -> {result['path']}"
     )
+    report = _skipped_report(sources)
+    if report:
+        print(report)
 
 
 if __name__ == "__main__":

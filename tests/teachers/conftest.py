@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import timm
 import torch
@@ -34,3 +36,31 @@ def teacher_files(tmp_path_factory) -> dict[str, str]:
 def images() -> torch.Tensor:
     """A batch of RGB images in [0, 1] at a student resolution."""
     return torch.rand(6, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="session")
+def messy_digit_folder(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """A ``dataset=folder`` root of real digit JPEGs with bad files and an empty class folder.
+
+    No ``unlabelled/``: the README calls it optional. Returns the root and, for each bad input
+    (relative to the root), the reason both tools must give.
+    """
+    from tests.data.conftest import write_digit_folder
+
+    root = tmp_path_factory.mktemp("messy_digits")
+    write_digit_folder(root / "train", per_class=3, size=32)
+    write_digit_folder(root / "val", per_class=1, size=32, offset=40)
+    good = root / "train" / "2" / sorted(p.name for p in (root / "train" / "2").iterdir())[0]
+    (root / "train" / "0" / "notes.jpg").write_text("this is not a picture")
+    (root / "train" / "1" / "empty.jpg").write_bytes(b"")
+    (root / "train" / "2" / "truncated.jpg").write_bytes(good.read_bytes()[:-200])
+    for split in ("train", "val"):
+        (root / split / "zebra").mkdir()
+    bad = {
+        "train/0/notes.jpg": "not an image",
+        "train/1/empty.jpg": "empty file",
+        "train/2/truncated.jpg": "corrupt image",
+        "train/zebra": "empty class",
+        "val/zebra": "empty class",
+    }
+    return root, bad
