@@ -20,6 +20,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import students
+from distill.checkpoints import resolve_resume
+from distill.preemption import install_sigterm_escape
+from distill.summary import (
+    build_skips,
+    data_teachers,
+    format_summary,
+    teacher_label,
+    teacher_top1,
+)
 
 log = logging.getLogger("distill")
 
@@ -68,6 +77,95 @@ def check_command_line(cfg: DictConfig) -> None:
                 "#11300). Run one command per sweep point instead (a shell loop, or "
                 "hydra/launcher=submitit_slurm with one process per job)."
             )
+
+
+REPLACED_ON_COMMAND_LINE = ("data.train_sets", "baseline.train_sets")
+
+
+def replace_dict_overrides(cfg: DictConfig) -> None:
+    """``data.train_sets={randaug: 1}`` on the command line is the whole mix, not a patch.
+
+    Hydra merges a dict given on the command line into the configured one, so the other sets
+    (mixup, extra) stayed in at their default weights. For these keys the command line's dict
+    replaces the configured one; presets (YAML files) still merge.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
+    for o in parsed:
+        if o.key_or_group in REPLACED_ON_COMMAND_LINE and not o.is_delete():
+            value = o.value()
+            if isinstance(value, dict):
+                OmegaConf.update(cfg, o.key_or_group, value, merge=False)
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def check_values(c: dict) -> None:
+    """Reject values that would fail late (after the model is built) or mislead; name the key."""
+    d, t = c["data"], c["trainer"]
+    checks = [
+        ("data.batch_size", d["batch_size"], _positive_int(d["batch_size"]), "a positive integer"),
+        (
+            "data.num_workers",
+            d["num_workers"],
+            isinstance(d["num_workers"], int) and d["num_workers"] >= 0,
+            "an integer >= 0",
+        ),
+        (
+            "data.samples_per_epoch",
+            d.get("samples_per_epoch"),
+            d.get("samples_per_epoch") is None or _positive_int(d["samples_per_epoch"]),
+            "null or a positive integer",
+        ),
+        (
+            "trainer.max_steps",
+            t.get("max_steps"),
+            _positive_int(t.get("max_steps")) or t.get("max_steps") == -1,
+            "a positive integer (or -1 with trainer.max_epochs)",
+        ),
+        (
+            "build.batch_size",
+            c["build"]["batch_size"],
+            _positive_int(c["build"]["batch_size"]),
+            "a positive integer",
+        ),
+        (
+            "mode",
+            c["mode"],
+            c["mode"] in ("offline", "online", "labels"),
+            "offline, online or labels",
+        ),
+        (
+            "optimizer.lr",
+            c["optimizer"]["lr"],
+            isinstance(c["optimizer"]["lr"], int | float) and c["optimizer"]["lr"] > 0,
+            "a positive number",
+        ),
+        (
+            "ema.decay",
+            c["ema"]["decay"],
+            isinstance(c["ema"]["decay"], int | float) and 0 <= c["ema"]["decay"] < 1,
+            "in [0, 1) (0 turns the EMA off)",
+        ),
+    ]
+    for key, value, ok, expected in checks:
+        if not ok:
+            raise UsageError(f"{key} must be {expected}, got {value!r}")
+    if t.get("max_steps") == -1 and not _positive_int(t.get("max_epochs")):
+        raise UsageError("trainer.max_steps=-1 needs trainer.max_epochs set to a positive integer")
+    for key in ("data.train_sets", "baseline.train_sets"):
+        section, name = key.split(".")
+        sets = c.get(section, {}).get(name) or {}
+        bad = {k: w for k, w in sets.items() if not (isinstance(w, int | float) and w >= 0)}
+        if bad:
+            raise UsageError(f"{key} weights must be numbers >= 0 (0 drops a set), got {bad}")
 
 
 def _is_launcher_rank_zero() -> bool:
@@ -123,20 +221,6 @@ def ensure_data(c: dict) -> None:
     print(summary(reports, root))
 
 
-def make_loggers(c: dict, out: Path, run_name: str) -> list:
-    from lightning.pytorch.loggers import CSVLogger
-
-    loggers: list = [CSVLogger(save_dir=str(out), name="csv", version="")]
-    wcfg = c.get("logger", {}).get("wandb")
-    if wcfg and wcfg.get("enabled", True):
-        from distill.wandb import make_wandb_logger
-
-        wandb_logger = make_wandb_logger(wcfg, out, run_name, c)
-        if wandb_logger is not None:
-            loggers.append(wandb_logger)
-    return loggers
-
-
 def make_trainer(c: dict, out: Path, loggers: list, callbacks: list, **overrides) -> L.Trainer:
     from hydra.utils import instantiate
 
@@ -155,13 +239,19 @@ def make_trainer(c: dict, out: Path, loggers: list, callbacks: list, **overrides
 
 
 def train_student(
-    c: dict, dm, teacher, out: Path, run_name: str, mode: str, ckpt_path=None
+    c: dict, dm, teacher, out: Path, run_name: str, mode: str, resume: tuple[str | None, int]
 ) -> dict:
-    """One fit + final validation of a student; returns its metrics and checkpoint paths."""
+    """One fit + final validation of a student; returns its metrics and checkpoint paths.
+
+    ``resume`` is a checked (checkpoint path, its step) pair, or (None, 0) for a fresh run.
+    """
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-    from distill.callbacks import SampleGrids, SaveOnSigterm
+    from distill.callbacks import SampleGrids
+    from distill.checkpoints import LastCheckpoint
+    from distill.logs import make_loggers
     from distill.module import DistillModule
+    from distill.preemption import fit_or_preempted
 
     dm.prepare()
     loss = dict(c["loss"])
@@ -179,20 +269,24 @@ def train_student(
         ema=c["ema"],
     )
     ckpt_dir = out / "checkpoints"
-    checkpoint = ModelCheckpoint(
+    best = ModelCheckpoint(
         dirpath=str(ckpt_dir),
         filename="best-{step}",
         monitor=c["checkpoint"]["monitor"],
         mode="max",
-        save_last=True,
+        save_last=False,
     )
-    callbacks = [checkpoint, SaveOnSigterm(ckpt_dir), LearningRateMonitor("step")]
+    last = LastCheckpoint(ckpt_dir)
+    callbacks = [best, last, LearningRateMonitor("step")]
     if mode != "online":
         callbacks.append(SampleGrids(dm.root, list(dm.train_sets)))
-    loggers = make_loggers(c, out, run_name)
+    ckpt_path, resume_step = resume
+    loggers = make_loggers(c, out, run_name, resume_step if ckpt_path else None)
     trainer = make_trainer(c, out, loggers, callbacks)
     start = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    fit_or_preempted(
+        trainer, module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True, checkpoint=last.path
+    )
     wall = time.perf_counter() - start
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     # every rank records what it did: equal steps and identical (synced) metrics across ranks
@@ -204,7 +298,7 @@ def train_student(
                 "global_step": trainer.global_step,
                 "metrics": metrics,
                 "world_size": trainer.world_size,
-                "skipped": module.train_skipped,
+                "skipped": module.skipped_summary(),
             }
         )
     )
@@ -217,8 +311,8 @@ def train_student(
     return {
         "metrics": metrics,
         "wall_s": round(wall, 1),
-        "best_checkpoint": checkpoint.best_model_path,
-        "last_checkpoint": checkpoint.last_model_path,
+        "best_checkpoint": best.best_model_path,
+        "last_checkpoint": str(last.path),
         "global_step": trainer.global_step,
         "module": module,
         "trainer": trainer,
@@ -248,26 +342,6 @@ def datamodule(c: dict, train_sets: dict, mode: str, samples_per_epoch: int | No
     )
 
 
-def teacher_top1(root: Path, val_set: str) -> float | None:
-    """Teacher top-1 on the validation set, from its stored labels (no extra teacher pass)."""
-    from data.labels import decode_soft_label
-    from data.shards import read_manifest
-    from data.tario import samples
-
-    m = read_manifest(root / val_set)
-    if not m.data.get("labels"):
-        return None
-    right = total = 0
-    for url in m.urls():
-        with open(url, "rb") as stream:
-            for p in samples(stream, url):
-                if "cls" in p and "soft.npy" in p:
-                    pred = int(decode_soft_label(p["soft.npy"], m.num_classes).argmax())
-                    right += pred == int(p["cls"])
-                    total += 1
-    return right / total if total else None
-
-
 def _quiet_libraries() -> None:
     """Hydra logs at INFO; the ONNX exporter's per-pass INFO lines would bury the summary."""
     for name in ("onnxscript", "onnx_ir", "torch.onnx", "torch._dynamo", "torch.export"):
@@ -285,11 +359,16 @@ def run(cfg: DictConfig) -> float:
     """The whole job; returns the monitored validation metric (for sweeps and Optuna)."""
     check_command_line(cfg)
     _quiet_libraries()
+    install_sigterm_escape()
+    replace_dict_overrides(cfg)
     from teachers.config import teacher_from_config
 
     wall_start = time.perf_counter()
     c = OmegaConf.to_container(cfg, resolve=True)
+    check_values(c)
     out = Path(c["paths"]["output_dir"])
+    name = c["student"]["name"]
+    resume = resolve_resume(c.get("ckpt_path"), out / "checkpoints", name)
     out.mkdir(parents=True, exist_ok=True)
     L.seed_everything(c["seed"], workers=True, verbose=False)
     torch.set_float32_matmul_precision(c["matmul_precision"])
@@ -301,67 +380,80 @@ def run(cfg: DictConfig) -> float:
     teacher = None
     if c["mode"] == "online" or c["loss"].get("feature_weight", 0) > 0:
         teacher = teacher_from_config(c["teacher"], num_classes=dm.num_classes)
-    name = c["student"]["name"]
     run_name = c.get("run_name") or f"{name}-{c['mode']}"
-    result = train_student(c, dm, teacher, out, run_name, c["mode"], c.get("ckpt_path"))
-    summary = {
-        "student": name,
-        "mode": c["mode"],
-        "student_metrics": result["metrics"],
-        "distill_wall_s": result["wall_s"],
-        "global_step": result["global_step"],
-        "teacher": c["teacher"]["spec"],
-        "teacher_top1": teacher_top1(Path(d["root"]), d["val_set"]),
-        "best_checkpoint": result["best_checkpoint"],
-        "last_checkpoint": result["last_checkpoint"],
-        "output_dir": str(out),
-    }
+    result = train_student(c, dm, teacher, out, run_name, c["mode"], resume)
+    trainer = result["trainer"]
+    summary = run_summary(c, dm, result, out)
 
-    world = result["trainer"].world_size
-    if c.get("baseline", {}).get("enabled") and world == 1 and result["trainer"].is_global_zero:
+    world = trainer.world_size
+    if c.get("baseline", {}).get("enabled") and world == 1 and trainer.is_global_zero:
         samples = d.get("samples_per_epoch") or dm.steps_per_epoch(1) * d["batch_size"]
         base_dm = datamodule(c, c["baseline"]["train_sets"], "offline", samples)
         L.seed_everything(c["seed"], workers=True, verbose=False)
-        base = train_student(c, base_dm, None, out / "baseline", f"{run_name}-baseline", "labels")
+        base_out = out / "baseline"
+        base_resume = (None, 0)
+        if c.get("ckpt_path") == "last" and (base_out / "checkpoints" / "last.ckpt").is_file():
+            base_resume = resolve_resume("last", base_out / "checkpoints", name)
+        base = train_student(
+            c, base_dm, None, base_out, f"{run_name}-baseline", "labels", base_resume
+        )
         summary["baseline_metrics"] = base["metrics"]
         summary["baseline_wall_s"] = base["wall_s"]
     elif c.get("baseline", {}).get("enabled") and world > 1:
         log.warning("baseline run skipped: it runs on single-device jobs only")
 
-    if result["trainer"].is_global_zero:
+    if trainer.is_global_zero:
         if c["export"]["enabled"]:
-            from distill.export import export_student
-
-            summary["exports"] = export_student(result["module"], out / "export", name, c["export"])
+            summary["exports"] = export_run(c, result, dm, out)
         summary["total_wall_s"] = round(time.perf_counter() - wall_start, 1)
-        (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(out / "results.json", summary)
         print(format_summary(summary))
     return float(result["metrics"].get(c["checkpoint"]["monitor"], 0.0))
 
 
-def format_summary(s: dict) -> str:
-    m, b = s["student_metrics"], s.get("baseline_metrics")
+def run_summary(c: dict, dm, result: dict, out: Path) -> dict:
+    """The results of the distillation run as ``results.json`` records them."""
+    d, root = c["data"], Path(c["data"]["root"])
+    sets = [*dm.train_sets, d["val_set"]]
+    labelled_by = data_teachers(root, sets)
+    top1 = {"top1": None, "samples": 0, "skipped": []}
+    try:
+        top1 = teacher_top1(root, d["val_set"])
+    except Exception as e:  # the run's own results matter more than the teacher's figure
+        log.warning("teacher top-1 not computed: %s", e)
+    return {
+        "student": c["student"]["name"],
+        "mode": c["mode"],
+        "student_metrics": result["metrics"],
+        "distill_wall_s": result["wall_s"],
+        "global_step": result["global_step"],
+        "teacher": teacher_label(c["mode"], c["teacher"]["spec"], labelled_by),
+        "data_teachers": labelled_by,
+        "teacher_top1": top1["top1"],
+        "skipped": {
+            "training": result["module"].skipped_summary(),
+            "build": build_skips(root, sets),
+            "teacher_top1": top1["skipped"],
+        },
+        "best_checkpoint": result["best_checkpoint"],
+        "last_checkpoint": result["last_checkpoint"],
+        "output_dir": str(out),
+    }
 
-    def pct(v) -> str:
-        return "    -" if v is None else f"{100 * v:5.1f}"
 
-    lines = [
-        "",
-        f"== distillation summary: {s['student']} ({s['mode']}), teacher {s['teacher']}",
-        f"  teacher top-1                      {pct(s.get('teacher_top1'))}%",
-        f"  student top-1 (distilled)          {pct(m.get('val/top1'))}%",
-        f"  student EMA top-1                  {pct(m.get('val/ema_top1'))}%",
-    ]
-    if b:
-        gain = m.get("val/top1", 0) - b.get("val/top1", 0)
-        lines += [
-            f"  student top-1 from labels (baseline, same steps) {pct(b.get('val/top1'))}%",
-            f"  distillation gain                  {100 * gain:+5.1f} points",
-        ]
-    lines += [
-        f"  student-teacher agreement          {pct(m.get('val/agree_top1'))}%",
-        f"  wall time                          {s.get('total_wall_s', s['distill_wall_s']):.0f} s",
-        f"  checkpoint                         {s['best_checkpoint']}",
-        f"  logs and results                   {s['output_dir']}",
-    ]
-    return "\n".join(lines)
+def export_run(c: dict, result: dict, dm, out: Path) -> dict:
+    """Export the student; a failed export is reported, never a lost run."""
+    from distill.export import export_student
+
+    try:
+        return export_student(result["module"], out / "export", c["student"]["name"], c["export"])
+    except Exception as e:
+        log.error("export failed (%s: %s); the checkpoints are in %s", type(e).__name__, e, out)
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` to ``path`` through a temporary name (never a half-written results file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)

@@ -1,4 +1,4 @@
-"""Callbacks of a distillation run: save on SIGTERM, sample grids to W&B."""
+"""Callbacks of a distillation run: sample grids to W&B (checkpoints: distill/checkpoints.py)."""
 
 from __future__ import annotations
 
@@ -6,27 +6,8 @@ import logging
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger("distill")
-
-
-class SaveOnSigterm(L.Callback):
-    """On SIGTERM (preemption, ``scancel``), write ``last.ckpt`` so ``ckpt_path=last`` resumes.
-
-    Lightning stops after the current batch and raises ``SIGTERMException``; this saves the full
-    state (optimizer, schedule, EMA, loop progress) first. On SLURM with auto-requeue, Lightning's
-    own SIGUSR1 handler saves and requeues as well.
-    """
-
-    def __init__(self, dirpath: str | Path) -> None:
-        self.dirpath = Path(dirpath)
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception) -> None:
-        if isinstance(exception, SIGTERMException):
-            path = self.dirpath / "last.ckpt"
-            trainer.save_checkpoint(path, weights_only=False)
-            log.warning("SIGTERM: saved %s; resume with ckpt_path=last", path)
 
 
 class SampleGrids(L.Callback):

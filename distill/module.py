@@ -28,6 +28,8 @@ from teachers import FrozenTeacher
 from teachers.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from teachers.train import warmup_cosine
 
+MAX_SKIP_REASONS = 20
+
 
 def extreme_mixup(images: torch.Tensor, alpha: float = 1.0) -> tuple[torch.Tensor, float]:
     """One a ~ Beta(alpha, alpha) per batch, a = max(a, 1 - a); partner = the batch rolled by 1."""
@@ -154,6 +156,8 @@ class DistillModule(L.LightningModule):
         self.val_agree = MeanMetric()
         self.val_kl = MeanMetric()
         self.train_skipped = 0
+        self.skip_reasons: list[tuple[str, str]] = []  # the first MAX_SKIP_REASONS, by sample
+        self._skipped_all_ranks: int | None = None
         self._tick: float | None = None
 
     # -- teacher placement -----------------------------------------------------------------
@@ -226,7 +230,11 @@ class DistillModule(L.LightningModule):
             loss_feat = F.mse_loss(self.projection(pre.float()), target_features)
             loss = loss + cfg["feature_weight"] * loss_feat
             self.log("train/loss_feature", loss_feat)
-        self.train_skipped += len(batch.get("skipped", []))
+        skipped = batch.get("skipped", [])
+        self.train_skipped += len(skipped)
+        room = MAX_SKIP_REASONS - len(self.skip_reasons)
+        if skipped and room > 0:
+            self.skip_reasons.extend((str(k), str(r)) for k, r in skipped[:room])
         self.log("train/loss", loss, prog_bar=True)
         self.log("data/skipped_total", float(self.train_skipped), on_step=True, on_epoch=False)
         return loss
@@ -243,6 +251,27 @@ class DistillModule(L.LightningModule):
         super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
             self.ema.update_parameters(self.student)  # once per real optimizer step
+
+    def skipped_summary(self) -> dict:
+        """Training samples skipped: count (all ranks, once fit ended) and this rank's reasons."""
+        count = self.train_skipped if self._skipped_all_ranks is None else self._skipped_all_ranks
+        return {"count": count, "first": [list(x) for x in self.skip_reasons]}
+
+    def on_fit_end(self) -> None:
+        mine = torch.tensor(float(self.train_skipped), device=self.device)
+        self._skipped_all_ranks = int(self.trainer.strategy.reduce(mine, reduce_op="sum"))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # a resumed run keeps counting (this rank's count: each rank resumes its own)
+        checkpoint["skipped"] = {
+            "count": self.train_skipped,
+            "first": self.skipped_summary()["first"],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("skipped") or {}
+        self.train_skipped = int(saved.get("count", 0))
+        self.skip_reasons = [tuple(x) for x in saved.get("first", [])]
 
     def on_train_epoch_start(self) -> None:
         self._tick = None
@@ -265,14 +294,16 @@ class DistillModule(L.LightningModule):
             self.val_kl.update(kl)
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute(), prog_bar=True)
+        # computed metrics are already synchronised across ranks; sync_dist=True says so to
+        # Lightning (its warning otherwise) and averages identical values
+        self.log_dict(self.val_metrics.compute(), prog_bar=True, sync_dist=True)
         self.val_metrics.reset()
         if self.val_ema is not None:
-            self.log_dict(self.val_ema.compute())
+            self.log_dict(self.val_ema.compute(), sync_dist=True)
             self.val_ema.reset()
         if self.val_agree.update_count:
-            self.log("val/agree_top1", self.val_agree.compute())
-            self.log("val/kl", self.val_kl.compute())
+            self.log("val/agree_top1", self.val_agree.compute(), sync_dist=True)
+            self.log("val/kl", self.val_kl.compute(), sync_dist=True)
         self.val_agree.reset()
         self.val_kl.reset()
 

@@ -33,9 +33,20 @@ def compose_train(overrides: list[str], output_dir: Path | None = None, hydra: b
         )
 
 
+# +debug=smoke keeps its own small data (dataset_name digits_smoke) for a cold start; tests point
+# it back at the shared cache, and leave the baseline and ONNX to the tests that check them.
+ON_CACHE = [
+    "dataset_name=digits",
+    "teacher.checkpoint=${paths.teachers}/digits-resnet10t-${image_size}px-${digits.seed}.safetensors",
+    "baseline.enabled=false",
+    "export.onnx=false",
+]
+
+
 @pytest.fixture(scope="session")
 def digits_cache(tmp_path_factory) -> list[str]:
-    """Build the digits shards and train the digits teacher once; returns the overrides to use."""
+    """Build the digits shards and train the digits teacher once; returns the overrides to use
+    (the cache, the small-data settings and ``ON_CACHE``)."""
     from distill.app import ensure_data
 
     cache = tmp_path_factory.mktemp("cache")
@@ -46,7 +57,7 @@ def digits_cache(tmp_path_factory) -> list[str]:
     ensure_data(c)  # train sets, val, raw (online) and the baseline's sets
     c["mode"] = "offline"
     ensure_data(c)
-    return overrides
+    return [*overrides, *ON_CACHE]
 
 
 @pytest.fixture

@@ -1,0 +1,136 @@
+"""Checkpoints a run can always resume from: ``last.ckpt`` is the last step, resumes are checked.
+
+Lightning's ``ModelCheckpoint(monitor=..., save_last=True)`` rewrites ``last.ckpt`` only when a
+new best is saved (Lightning 2.6), so ``ckpt_path=last`` could silently go back in training.
+``LastCheckpoint`` writes it after every validation, at the end of training and on SIGTERM,
+each time to a temporary name first, so a kill mid-write never leaves a truncated ``last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger("distill")
+
+LAST = "last.ckpt"
+
+
+class CheckpointError(SystemExit):
+    """A checkpoint that cannot be resumed from; the message names the file and what to do."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"error: {message}")
+
+
+def save_atomically(trainer: L.Trainer, path: Path) -> None:
+    """``trainer.save_checkpoint`` to ``path`` via a temporary name (every rank must call it)."""
+    tmp = path.with_name(path.name + ".tmp")
+    trainer.save_checkpoint(tmp, weights_only=False)  # collective: rank 0 writes, all wait
+    if trainer.is_global_zero:
+        os.replace(tmp, path)
+
+
+class LastCheckpoint(L.Callback):
+    """Keeps ``<dirpath>/last.ckpt`` at the latest step: after validation, at the end, on SIGTERM."""
+
+    def __init__(self, dirpath: str | Path) -> None:
+        self.dirpath = Path(dirpath)
+        self.saved_step: int | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.dirpath / LAST
+
+    def _save(self, trainer: L.Trainer) -> None:
+        if self.saved_step == trainer.global_step and self.path.is_file():
+            return
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        save_atomically(trainer, self.path)
+        self.saved_step = trainer.global_step
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            self._save(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save(trainer)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception) -> None:
+        if isinstance(exception, SIGTERMException):
+            self._save(trainer)
+            log.warning("SIGTERM: saved %s at step %d", self.path, trainer.global_step)
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:200]
+
+
+def check_resume_checkpoint(path: Path, student: str) -> dict:
+    """Read ``path`` safely (``weights_only=True``) and check it can resume ``student``.
+
+    Runs before Lightning does, so a bad file gets a message that names it and says what to do
+    (never torch's advice to retry with ``weights_only=False``, which would unpickle it).
+    Returns the checkpoint's ``global_step`` and student.
+    """
+    if not path.is_file():
+        raise CheckpointError(f"ckpt_path={path}: no such file")
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(
+            f"checkpoint {path} is empty (0 bytes): its save was cut off; "
+            "resume from another checkpoint in the same folder"
+        )
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" in str(e) and zipfile.is_zipfile(path):
+            raise CheckpointError(
+                f"checkpoint {path} holds Python objects other than tensors and plain values; "
+                "this project only loads checkpoints it can read without unpickling code "
+                "(weights_only=True). Resume from a checkpoint this project wrote."
+            ) from None
+        raise CheckpointError(
+            f"checkpoint {path} ({size} bytes) is not a PyTorch checkpoint, or is damaged "
+            f"({type(e).__name__}: {_first_line(e)})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"checkpoint {path} ({size} bytes) is not a PyTorch checkpoint, or is damaged "
+            f"({type(e).__name__}: {_first_line(e)})"
+        ) from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "loops" not in ckpt:
+        raise CheckpointError(
+            f"checkpoint {path} is not a Lightning training checkpoint (no optimizer and loop "
+            "state), so training cannot resume from it; ckpt_path= takes the .ckpt files in "
+            "<run dir>/checkpoints/"
+        )
+    made_for = (ckpt.get("hyper_parameters") or {}).get("student")
+    if made_for and made_for != student:
+        raise CheckpointError(
+            f"checkpoint {path} is of student {made_for!r} but this run's student is "
+            f"{student!r}: pass +student={made_for}, or another checkpoint"
+        )
+    return {"global_step": int(ckpt.get("global_step", 0)), "student": made_for}
+
+
+def resolve_resume(ckpt_path: str | None, ckpt_dir: Path, student: str) -> tuple[str | None, int]:
+    """``ckpt_path`` (None, ``last`` or a file) -> a checked path and its step (0 when none)."""
+    if ckpt_path in (None, ""):
+        return None, 0
+    path = ckpt_dir / LAST if ckpt_path == "last" else Path(str(ckpt_path))
+    if ckpt_path == "last" and not path.is_file():
+        raise CheckpointError(
+            f"ckpt_path=last: there is no {path}. Every run writes to a new folder, so point "
+            "this one at the folder of the run to resume: ckpt_path=last "
+            "hydra.run.dir=<that run's folder> (or ckpt_path=<a .ckpt file>)"
+        )
+    info = check_resume_checkpoint(path, student)
+    return str(path), info["global_step"]

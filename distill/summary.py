@@ -1,0 +1,142 @@
+"""What a finished run reports: teacher top-1, which teacher labelled the data, skips, the table.
+
+Everything here reads what the run and its shard sets recorded; none of it may take a finished
+run down (a damaged validation shard makes the teacher's top-1 partial, not the run a failure).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger("distill")
+
+MAX_REASONS = 20
+
+
+def teacher_top1(root: Path, val_set: str) -> dict:
+    """Teacher top-1 on the validation set from its stored labels (no extra teacher pass).
+
+    Returns ``top1`` (None when the set has no labels or no readable sample), ``samples`` and
+    ``skipped`` (shard, reason) for shards that could not be read to the end.
+    """
+    from data.labels import decode_soft_label
+    from data.shards import read_manifest
+    from data.tario import samples
+
+    m = read_manifest(root / val_set)
+    result: dict = {"top1": None, "samples": 0, "skipped": []}
+    if not m.data.get("labels"):
+        return result
+    right = total = 0
+    for url in m.urls():
+        try:
+            with open(url, "rb") as stream:
+                for p in samples(stream, url):
+                    if "cls" in p and "soft.npy" in p:
+                        pred = int(decode_soft_label(p["soft.npy"], m.num_classes).argmax())
+                        right += pred == int(p["cls"])
+                        total += 1
+        except Exception as e:  # a damaged shard: count what was read, name the shard
+            result["skipped"].append((str(url), f"{type(e).__name__}: {str(e)[:200]}"))
+            log.warning("teacher top-1: could not read all of %s (%s)", url, e)
+    result["samples"] = total
+    result["top1"] = right / total if total else None
+    return result
+
+
+def data_teachers(root: Path, sets: list[str]) -> dict[str, str | None]:
+    """Which teacher labelled each shard set, as its manifest records it."""
+    from data.shards import read_manifest
+
+    out = {}
+    for name in sets:
+        try:
+            out[name] = read_manifest(root / name).data.get("teacher")
+        except Exception as e:
+            log.warning("cannot read the manifest of %s: %s", name, e)
+            out[name] = None
+    return out
+
+
+def teacher_label(mode: str, config_spec: str, labelled_by: dict[str, str | None]) -> str:
+    """The teacher the summary names: the one in the loop (online) or the manifests' (offline)."""
+    if mode == "online":
+        return config_spec
+    specs = sorted({s for s in labelled_by.values() if s})
+    if not specs:
+        return "none (labels mode)" if mode == "labels" else config_spec
+    if specs != [config_spec]:
+        log.warning(
+            "the shards were labelled by %s, not by teacher.spec=%s: the summary names the "
+            "manifests' teacher",
+            ", ".join(specs),
+            config_spec,
+        )
+    return ", ".join(specs)
+
+
+def build_skips(root: Path, sets: list[str]) -> dict:
+    """Inputs skipped while building each set (count and first reasons), from the manifests."""
+    from data.shards import read_manifest
+
+    out = {}
+    for name in sets:
+        try:
+            data = read_manifest(root / name).data
+        except Exception:
+            continue
+        count = int(data.get("skipped", 0) or 0)
+        if count:
+            out[name] = {"count": count, "first": list(data.get("skipped_examples", []))}
+    return out
+
+
+def format_summary(s: dict) -> str:
+    """The table printed at the end of a run."""
+    m, b = s["student_metrics"], s.get("baseline_metrics")
+
+    def pct(v) -> str:
+        return "    -" if v is None else f"{100 * v:5.1f}"
+
+    lines = [
+        "",
+        f"== distillation summary: {s['student']} ({s['mode']}), teacher {s['teacher']}",
+        f"  teacher top-1                      {pct(s.get('teacher_top1'))}%",
+        f"  student top-1 (distilled)          {pct(m.get('val/top1'))}%",
+        f"  student EMA top-1                  {pct(m.get('val/ema_top1'))}%",
+    ]
+    if b:
+        gain = m.get("val/top1", 0) - b.get("val/top1", 0)
+        lines += [
+            f"  student top-1 from labels (baseline, same steps) {pct(b.get('val/top1'))}%",
+            f"  distillation gain                  {100 * gain:+5.1f} points",
+        ]
+    lines += [
+        f"  student-teacher agreement          {pct(m.get('val/agree_top1'))}%",
+        f"  wall time                          {s.get('total_wall_s', s['distill_wall_s']):.0f} s",
+    ]
+    skipped = s.get("skipped", {})
+    train = skipped.get("training", {})
+    built = skipped.get("build", {})
+    if train.get("count") or built or skipped.get("teacher_top1"):
+        n_build = sum(v["count"] for v in built.values())
+        lines.append(
+            f"  skipped inputs                     {train.get('count', 0)} in training, "
+            f"{n_build} while building, {len(skipped.get('teacher_top1', []))} val shards"
+        )
+        for ref, reason in [*train.get("first", []), *skipped.get("teacher_top1", [])][:3]:
+            lines.append(f"    {ref}: {reason}")
+        lines.append("    (all reasons: results.json, 'skipped')")
+    exported = s.get("exports", {})
+    if exported:
+        which = exported.get("exported")
+        lines.append(
+            f"  exported                           {exported.get('onnx') or exported.get('safetensors')}"
+            + (f" ({which} weights)" if which else "")
+        )
+    lines += [
+        f"  checkpoint                         {s['best_checkpoint']}",
+        f"  logs and results                   {s['output_dir']}",
+    ]
+    return "\n".join(lines)
