@@ -281,6 +281,7 @@ def train_student(
     if mode != "online":
         callbacks.append(SampleGrids(dm.root, list(dm.train_sets)))
     ckpt_path, resume_step = resume
+    out.mkdir(parents=True, exist_ok=True)  # W&B looks for it when it starts
     loggers = make_loggers(c, out, run_name, resume_step if ckpt_path else None)
     trainer = make_trainer(c, out, loggers, callbacks)
     start = time.perf_counter()
@@ -353,6 +354,13 @@ def _quiet_libraries() -> None:
         "ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*"
     )
     warnings.filterwarnings("ignore", message=".*litlogger.*")
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_drop_litlogger_tip)
+
+
+def _drop_litlogger_tip(record: logging.LogRecord) -> bool:
+    """Lightning 2.6 advertises its hosted logger on every Trainer; not this project's advice."""
+    return "litlogger" not in record.getMessage()
 
 
 def run(cfg: DictConfig) -> float:

@@ -121,10 +121,29 @@ def check_resume_checkpoint(path: Path, student: str) -> dict:
     return {"global_step": int(ckpt.get("global_step", 0)), "student": made_for}
 
 
+def latest_requeue_checkpoint(run_dir: Path) -> Path | None:
+    """The newest ``hpc_ckpt_<n>.ckpt`` Lightning saved in ``run_dir`` before a SLURM requeue."""
+    found = []
+    for p in run_dir.glob("hpc_ckpt_*.ckpt"):
+        number = p.stem.removeprefix("hpc_ckpt_")
+        if number.isdigit():
+            found.append((int(number), p))
+    return max(found)[1] if found else None
+
+
 def resolve_resume(ckpt_path: str | None, ckpt_dir: Path, student: str) -> tuple[str | None, int]:
-    """``ckpt_path`` (None, ``last`` or a file) -> a checked path and its step (0 when none)."""
+    """``ckpt_path`` (None, ``last`` or a file) -> a checked path and its step (0 when none).
+
+    With no ``ckpt_path``, a job that SLURM requeued (``--signal=SIGUSR1@90``) resumes from the
+    checkpoint Lightning saved in the run folder before the requeue, as Lightning itself would;
+    naming it here keeps the run's metrics and checks the file first.
+    """
     if ckpt_path in (None, ""):
-        return None, 0
+        requeued = latest_requeue_checkpoint(ckpt_dir.parent)
+        if requeued is None:
+            return None, 0
+        log.info("resuming the requeued job from %s", requeued)
+        return str(requeued), check_resume_checkpoint(requeued, student)["global_step"]
     path = ckpt_dir / LAST if ckpt_path == "last" else Path(str(ckpt_path))
     if ckpt_path == "last" and not path.is_file():
         raise CheckpointError(

@@ -52,6 +52,8 @@ def make_wandb_logger(cfg: dict, out: Path, name: str, full_cfg: dict):
             id=cfg.get("id"),
             settings={"init_timeout": float(cfg.get("init_timeout", 60)), "silent": True},
         )
+        # Lightning passes anonymous=None, which W&B 0.31 answers with a deprecation warning
+        logger._wandb_init.pop("anonymous", None)
         logger.log_hyperparams(full_cfg)
         return logger
     except Exception as e:  # never let experiment tracking take a run down
@@ -60,11 +62,18 @@ def make_wandb_logger(cfg: dict, out: Path, name: str, full_cfg: dict):
 
 
 def finish() -> None:
-    """Close the open W&B run so the next job of a sweep starts its own."""
+    """Close the open W&B run so the next job of a sweep starts its own; for an offline run,
+    say where it is and how to upload it."""
     try:
         import wandb
 
-        if wandb.run is not None:
-            wandb.finish()
+        run = wandb.run
+        if run is None:
+            return
+        offline = bool(getattr(run.settings, "_offline", False)) or run.settings.mode == "offline"
+        run_dir = Path(run.dir).parent
+        wandb.finish()
+        if offline:
+            print(f"W&B run saved offline in {run_dir}; upload it with: wandb sync {run_dir}")
     except Exception as e:
         log.warning("wandb.finish failed: %s", e)

@@ -37,7 +37,7 @@ def compose_train(overrides: list[str], output_dir: Path | None = None, hydra: b
 # it back at the shared cache, and leave the baseline and ONNX to the tests that check them.
 ON_CACHE = [
     "dataset_name=digits",
-    "teacher.checkpoint=${paths.teachers}/digits-resnet10t-${image_size}px-${digits.seed}.safetensors",
+    "teacher.cache_path=${paths.teachers}/digits-resnet10t-${image_size}px-${digits.seed}.safetensors",
     "baseline.enabled=false",
     "export.onnx=false",
 ]

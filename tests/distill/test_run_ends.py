@@ -282,3 +282,12 @@ def test_smoke_preset_runs_every_stage_from_a_cold_cache(tmp_path):
     assert r["global_step"] == 12 and "val/top1" in r["baseline_metrics"]
     assert Path(r["exports"]["onnx"]).is_file() and Path(r["exports"]["safetensors"]).is_file()
     assert io.StringIO(out.stdout).getvalue().count("distillation summary") == 1
+
+
+def test_a_requeued_slurm_job_resumes_from_lightnings_newest_hpc_checkpoint(tmp_path):
+    ckpt = {"state_dict": {}, "loops": {}, "global_step": 40, "hyper_parameters": {}}
+    for n, step in ((1, 20), (2, 40)):
+        torch.save({**ckpt, "global_step": step}, tmp_path / f"hpc_ckpt_{n}.ckpt")
+    path, step = resolve_resume(None, tmp_path / "checkpoints", "mnv4_conv_s")
+    assert Path(path).name == "hpc_ckpt_2.ckpt" and step == 40
+    assert resolve_resume(None, tmp_path / "elsewhere" / "checkpoints", "mnv4_conv_s") == (None, 0)
