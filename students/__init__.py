@@ -4,18 +4,23 @@ from students.mnv4 import MobileNetV4
 from students.registry import create_model, list_models
 from students.specs import SPECS, TIMM_NAMES, ModelSpec
 from students.weights import (
+    EXPORT_FORMAT,
     CheckpointError,
+    ExportMeta,
     convert_timm_state_dict,
     load_checkpoint,
     load_state_dict_strict,
+    read_export_meta,
     read_state_dict,
     strip_wrapper_prefixes,
 )
 
 __all__ = [
+    "EXPORT_FORMAT",
     "SPECS",
     "TIMM_NAMES",
     "CheckpointError",
+    "ExportMeta",
     "MobileNetV4",
     "ModelSpec",
     "convert_timm_state_dict",
@@ -23,6 +28,7 @@ __all__ = [
     "list_models",
     "load_checkpoint",
     "load_state_dict_strict",
+    "read_export_meta",
     "read_state_dict",
     "strip_wrapper_prefixes",
 ]
