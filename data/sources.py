@@ -262,8 +262,24 @@ class ShardSource(Source):
             return load_rgb(f.read(int(size)), max_side)
 
 
+def _root(cfg: dict, kind: str | None) -> None:
+    """Resolve ``root`` (+ optional ``subdir``) in place; an unset root is an error saying how
+    to set it (``hint``, e.g. which environment variable), not a path named "None"."""
+    hint, subdir = cfg.pop("hint", None), cfg.pop("subdir", None)
+    if "root" not in cfg:
+        return
+    if cfg["root"] in (None, ""):
+        raise SourceError(hint or f"source kind {kind!r} needs a root folder; none is set")
+    if subdir:
+        cfg["root"] = str(Path(cfg["root"]) / subdir)
+
+
 def open_source(cfg: dict) -> Source:
-    """Build a source from its config (``kind`` plus that kind's arguments)."""
+    """Build a source from its config (``kind`` plus that kind's arguments).
+
+    Folder kinds also take ``subdir`` (joined to ``root``) and ``hint`` (the error message when
+    ``root`` is unset, e.g. from a missing environment variable).
+    """
     cfg = dict(cfg)
     kind = cfg.pop("kind", None)
     cfg.pop("name", None)
@@ -275,6 +291,7 @@ def open_source(cfg: dict) -> Source:
     }
     if kind not in builders:
         raise SourceError(f"source kind {kind!r} unknown; expected one of {sorted(builders)}")
+    _root(cfg, kind)
     try:
         return builders[kind](**cfg)
     except TypeError as e:

@@ -2,7 +2,10 @@
 
 Config keys (conf/teacher/*.yaml): ``spec``, ``checkpoint``, ``pretrained``, ``channels_last``,
 ``autocast`` and, for domains without a published teacher, ``train_if_missing`` with ``recipe``,
-``train_on`` and ``validate_on`` (source names).
+``train_on`` and ``validate_on`` (source names) and ``cache_path``, where a trained teacher is
+cached. Training happens only when ``checkpoint`` is that cache path and the file is missing: a
+``teacher.checkpoint`` the user set to a path that does not exist is a mistake to report (a
+mistyped path must not start hours of training a new teacher).
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ from teachers.load import create_teacher
 log = logging.getLogger("teachers")
 
 
+class MissingTeacherError(FileNotFoundError):
+    """``teacher.checkpoint`` names no file and no teacher may be trained there."""
+
+
 def _is_project_checkpoint(path: Path) -> bool:
     if path.suffix != ".safetensors":
         return False
@@ -30,6 +37,35 @@ def _is_project_checkpoint(path: Path) -> bool:
             return (f.metadata() or {}).get("format") == FORMAT
     except Exception:
         return False
+
+
+def _same_path(a: str | Path, b: str | Path) -> bool:
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+def teacher_needs_training(cfg: Mapping) -> bool:
+    """Whether the configured teacher must be trained first (its sources are then needed).
+
+    Raises ``MissingTeacherError`` for a checkpoint that does not exist and is not the cache
+    path a teacher may be trained to, before any source is opened.
+    """
+    ckpt = cfg.get("checkpoint")
+    if ckpt is None or Path(ckpt).is_file():
+        return False
+    cache = cfg.get("cache_path", ckpt)  # configs without cache_path: the checkpoint is it
+    if cfg.get("train_if_missing") and cache is not None and _same_path(ckpt, cache):
+        return True
+    if cfg.get("train_if_missing"):
+        todo = (
+            f"fix the path, or drop the teacher.checkpoint override to train and cache a "
+            f"{cfg['spec']} teacher at {cache}"
+        )
+    else:
+        todo = (
+            f"set it to local weights for {cfg['spec']} or to a teacher written by "
+            "python -m teachers.train"
+        )
+    raise MissingTeacherError(f"teacher.checkpoint={ckpt} does not exist; {todo}")
 
 
 def teacher_from_config(
@@ -43,12 +79,7 @@ def teacher_from_config(
     kw = dict(channels_last=bool(cfg.get("channels_last", False)), autocast_dtype=autocast)
     if ckpt is not None:
         path = Path(ckpt)
-        if not path.is_file():
-            if not cfg.get("train_if_missing"):
-                raise FileNotFoundError(
-                    f"teacher checkpoint {path} not found; set teacher.checkpoint to a local "
-                    f"weights file for {spec}, or teacher.train_if_missing=true to train one"
-                )
+        if teacher_needs_training(cfg):
             train_missing_teacher(cfg, sources or {}, path)
         if _is_project_checkpoint(path):
             return create_teacher(path, num_classes=num_classes, **kw)

@@ -64,3 +64,26 @@ def messy_digit_folder(tmp_path_factory) -> tuple[Path, dict[str, str]]:
         "val/zebra": "empty class",
     }
     return root, bad
+
+
+@pytest.fixture(scope="session")
+def digit_root(tmp_path_factory) -> Path:
+    """A clean ``dataset=folder`` root (10 digit classes in train/ and val/), no unlabelled/."""
+    from tests.data.conftest import write_digit_folder
+
+    root = tmp_path_factory.mktemp("digit_root")
+    write_digit_folder(root / "train", per_class=2, size=32)
+    write_digit_folder(root / "val", per_class=1, size=32, offset=40)
+    return root
+
+
+@pytest.fixture(scope="session")
+def project_teacher(tmp_path_factory) -> Path:
+    """A 10-class ``timm:resnet10t`` teacher checkpoint written by this project (no hub)."""
+    from teachers import build_model, save_teacher
+
+    torch.manual_seed(0)
+    built = build_model("timm:resnet10t", num_classes=10, pretrained=False)
+    built.classes = [str(i) for i in range(10)]
+    out = tmp_path_factory.mktemp("project_teacher") / "digits10.safetensors"
+    return save_teacher(built, "timm:resnet10t", out)
