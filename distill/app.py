@@ -454,7 +454,15 @@ def export_run(c: dict, result: dict, dm, out: Path) -> dict:
     from distill.export import export_student
 
     try:
-        return export_student(result["module"], out / "export", c["student"]["name"], c["export"])
+        return export_student(
+            result["module"],
+            out / "export",
+            c["student"]["name"],
+            c["export"],
+            result["metrics"],
+            dm.classes,
+            dm.image_size,
+        )
     except Exception as e:
         log.error("export failed (%s: %s); the checkpoints are in %s", type(e).__name__, e, out)
         return {"error": f"{type(e).__name__}: {e}"}
