@@ -20,6 +20,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import students
+from data.build import BuildConfigError
+from data.sources import SourceError
 from distill.checkpoints import resolve_resume
 from distill.preemption import install_sigterm_escape
 from distill.summary import (
@@ -29,6 +31,7 @@ from distill.summary import (
     teacher_label,
     teacher_top1,
 )
+from teachers.config import MissingTeacherError
 
 log = logging.getLogger("distill")
 
@@ -175,9 +178,8 @@ def _is_launcher_rank_zero() -> bool:
 
 def ensure_data(c: dict) -> None:
     """Build whichever configured shard sets are missing (rank 0 only; others wait for them)."""
-    from data.builder import build_sets, summary
-    from data.sources import open_source
-    from teachers.config import teacher_from_config
+    from data.build import build_from_config
+    from data.builder import summary
 
     root = Path(c["data"]["root"])
     wanted = {n for n, w in c["data"]["train_sets"].items() if w > 0} | {c["data"]["val_set"]}
@@ -200,24 +202,8 @@ def ensure_data(c: dict) -> None:
                 raise TimeoutError(f"waited a day for rank 0 to build {missing}")
             time.sleep(5)
         return
-    unknown = [n for n in missing if n not in c["variants"]]
-    if unknown:
-        raise ValueError(
-            f"data sets {unknown} are neither built under {root} nor configured as variants "
-            f"({sorted(c['variants'])})"
-        )
-    variants = {n: c["variants"][n] for n in missing}
-    needed = {v["source"] for v in variants.values()}
-    tcfg = c["teacher"]
-    needed |= {tcfg.get(k) for k in ("train_on", "validate_on") if tcfg.get(k)}
-    sources = {n: open_source(c["sources"][n]) for n in sorted(needed)}
-    teacher = None
-    if any(v.get("label", True) for v in variants.values()):
-        teacher = teacher_from_config(tcfg, sources)
-        if torch.cuda.is_available():
-            teacher.cuda()
     log.info("building shard sets %s under %s", missing, root)
-    reports = build_sets(variants, sources, teacher, root, c["build"])
+    reports = build_from_config(c, missing, out_dir=root)
     print(summary(reports, root))
 
 
@@ -381,7 +367,10 @@ def run(cfg: DictConfig) -> float:
     L.seed_everything(c["seed"], workers=True, verbose=False)
     torch.set_float32_matmul_precision(c["matmul_precision"])
 
-    ensure_data(c)
+    try:
+        ensure_data(c)
+    except (BuildConfigError, SourceError, MissingTeacherError) as e:
+        raise UsageError(str(e)) from None
     d = c["data"]
     dm = datamodule(c, d["train_sets"], c["mode"], d.get("samples_per_epoch"))
     dm.prepare()

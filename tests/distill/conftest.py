@@ -33,11 +33,11 @@ def compose_train(overrides: list[str], output_dir: Path | None = None, hydra: b
         )
 
 
-# +debug=smoke keeps its own small data (dataset_name digits_smoke) for a cold start; tests point
-# it back at the shared cache, and leave the baseline and ONNX to the tests that check them.
+# +debug=smoke keeps its own small data (<cache>/smoke/) for a cold start; tests point it back at
+# the shared cache, and leave the baseline and ONNX to the tests that check them.
 ON_CACHE = [
-    "dataset_name=digits",
-    "teacher.cache_path=${paths.teachers}/digits-resnet10t-${image_size}px-${digits.seed}.safetensors",
+    "paths.shards=${paths.cache}/shards/${dataset_name}",
+    "paths.teachers=${paths.cache}/teachers",
     "baseline.enabled=false",
     "export.onnx=false",
 ]

@@ -276,7 +276,7 @@ def test_smoke_preset_runs_every_stage_from_a_cold_cache(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     r = _results(tmp_path / "run")
-    assert list((tmp_path / "cache" / "teachers").glob("digits_smoke-*.safetensors"))
+    assert list((tmp_path / "cache" / "smoke" / "teachers").glob("digits-*.safetensors"))
     built = {p.parent.name for p in (tmp_path / "cache").rglob("manifest.json")}
     assert {"randaug", "mixup", "extra", "val"} <= built
     assert r["global_step"] == 12 and "val/top1" in r["baseline_metrics"]
