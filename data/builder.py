@@ -229,7 +229,9 @@ class SetBuilder:
             return self._selection()
         if self.teacher is None:
             raise ValueError(f"variant {self.variant.name!r} (extra) needs a teacher to score")
+        before = len(self.report.skipped)
         top_prob, top_cls = self._score_pool()
+        scoring_skips = self.report.skipped[before:]
         sel = balance(
             top_prob,
             top_cls,
@@ -246,6 +248,7 @@ class SetBuilder:
                 "after": sel.after,
                 "target": sel.target,
                 "empty_classes": sel.empty_classes,
+                "skipped": scoring_skips,  # pool images that failed to load: kept for the manifest
             },
         )
         return sel
@@ -333,6 +336,20 @@ class SetBuilder:
         self.report.complete = self._seal(n_shards, h)
         return self.report
 
+    def _skip_summary(self, records: list[dict]) -> dict:
+        """Everything this set left out: source listing, pool scoring and every shard's units.
+
+        Read from disk (shard records, selection.json), so it is whole whichever rank seals the
+        set and however many runs built its shards.
+        """
+        entries = list(self.source.skipped.entries)
+        selection = self.set_dir / "selection.json"
+        if isinstance(self.variant, ExtraVariant) and selection.is_file():
+            entries += json.loads(selection.read_text()).get("skipped", [])
+        for r in records:
+            entries += r["skipped"]
+        return _skip_summary_of(entries)
+
     def _seal(self, n_shards: int, h: str) -> bool:
         """Write the manifest once every shard of the set exists (any rank may be last)."""
         names = [shard_name(self.variant.name, i) for i in range(n_shards)]
@@ -359,7 +376,7 @@ class SetBuilder:
             },
             "source": self.source.describe(),
             "config_hash": h,
-            "skipped": sum(len(r["skipped"]) for r in records),
+            **self._skip_summary(records),
         }
         if self.source.classes and teacher and teacher.num_classes != len(self.source.classes):
             raise ValueError(
@@ -368,6 +385,19 @@ class SetBuilder:
             )
         write_json_atomic(self.set_dir / "manifest.json", manifest)
         return True
+
+
+SKIP_EXAMPLES = 20
+
+
+def _skip_summary_of(entries: list[tuple[str, str]]) -> dict:
+    """Manifest fields for what a build left out: distinct (input, reason) pairs."""
+    distinct = list(dict.fromkeys((str(ref), str(why)) for ref, why in entries))
+    return {
+        "skipped": len(distinct),
+        "skipped_by_reason": dict(Counter(why.split(":")[0] for _, why in distinct)),
+        "skipped_examples": [list(e) for e in distinct[:SKIP_EXAMPLES]],
+    }
 
 
 def dist_env() -> tuple[int, int, int]:

@@ -82,7 +82,10 @@ class DistillDataModule(L.LightningDataModule):
                 f"shard sets {missing} not found under {self.root}: build them with "
                 "python -m data.build (the distill app does this for the embedded default)"
             )
-        self.manifests = {n: read_manifest(self.root / n) for n in names}
+        manifests = {n: read_manifest(self.root / n) for n in names}
+        for n, m in manifests.items():
+            _require_samples(n, m)
+        self.manifests = manifests
         classes = {n: m.num_classes for n, m in self.manifests.items()}
         if len(set(classes.values())) != 1:
             raise ManifestError(f"shard sets disagree on the class count: {classes}")
@@ -95,6 +98,17 @@ class DistillDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare()
+        self._check_val_size(self._world()[1])
+
+    def _check_val_size(self, world: int) -> None:
+        """Every rank must get a validation sample, or the ranks' collectives stop matching."""
+        n = self.manifests[self.val_set].num_samples
+        if n < world:
+            raise ManifestError(
+                f"validation set {self.val_set} ({self.root / self.val_set}) has {n} samples, "
+                f"fewer than the {world} devices: each device needs at least one; use a larger "
+                "validation set or fewer devices"
+            )
 
     @property
     def num_classes(self) -> int:
@@ -155,15 +169,37 @@ class DistillDataModule(L.LightningDataModule):
             self.flip,
             self.shuffle_buffer,
             online,
+            list(self.train_sets),
         )
         return loader(pipeline, self.num_workers, self.seed, rank, self.steps_per_epoch(world))
 
     def val_dataloader(self):
         self.prepare()
         rank, world = self._world()
+        self._check_val_size(world)
         m = self.manifests[self.val_set]
+        urls = m.urls()
+        counts = [m.shard_counts[Path(u).name] for u in urls]
         pipeline = val_pipeline(
-            m.urls(), rank, world, self.val_batch_size, self.num_classes, bool(m.data.get("labels"))
+            urls,
+            rank,
+            world,
+            self.val_batch_size,
+            self.num_classes,
+            bool(m.data.get("labels")),
+            counts,
         )
-        workers = min(self.num_workers, max(1, len(m.urls()[rank::world])))
-        return loader(pipeline, workers, self.seed, rank)
+        # every rank reads every validation shard; its workers split them
+        return loader(pipeline, min(self.num_workers, len(urls)), self.seed, rank)
+
+
+def _require_samples(name: str, m: Manifest) -> None:
+    """A set with no sample would stream nothing (training) or validate nothing: refuse it now."""
+    if m.num_samples > 0:
+        return
+    examples = "; ".join(f"{ref}: {why}" for ref, why in m.skipped_examples[:3])
+    raise ManifestError(
+        f"shard set {name} ({m.set_dir}) holds 0 samples according to {m.path.name}"
+        + (f" ({m.skipped} inputs skipped while building it, e.g. {examples})" if m.skipped else "")
+        + "; fix its source and rebuild it with python -m data.build"
+    )

@@ -4,7 +4,8 @@ Layout of one set (e.g. ``<out>/randaug/``)::
 
     randaug-000000.tar   samples: <key>.jpg, <key>.cls, <key>.soft.npy, <key>.json
     randaug-000000.json  the shard's record (samples, skipped inputs), written before the tar
-    manifest.json        written last: samples per shard, classes, teacher, config hash
+    manifest.json        written last: samples per shard, classes, teacher, config hash,
+                         inputs skipped (count, by reason, the first few by name)
 
 A shard is written as ``*.tar.tmp`` and renamed when complete, after its record, so a crash
 never leaves a file that looks finished; the manifest is the "set complete" marker and readers
@@ -103,6 +104,16 @@ class Manifest:
     @property
     def shard_counts(self) -> dict[str, int]:
         return dict(self.data["shards"])
+
+    @property
+    def skipped(self) -> int:
+        """Inputs left out while building the set (0 in manifests that predate the count)."""
+        return int(self.data.get("skipped", 0))
+
+    @property
+    def skipped_examples(self) -> list[tuple[str, str]]:
+        """The first few (input, reason) left out; empty in manifests written before them."""
+        return [(str(ref), str(why)) for ref, why in self.data.get("skipped_examples", [])]
 
     def urls(self) -> list[str]:
         return [str(self.set_dir / name) for name in sorted(self.data["shards"])]

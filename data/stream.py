@@ -1,81 +1,126 @@
-"""webdataset pipelines that stream shard sets to training (stack.md §10).
+"""Streams of batches from shard sets, for training and validation (stack.md §10, §14).
 
-Everything here is a module-level function parameterised with ``functools.partial`` so the
-pipelines pickle into spawn/forkserver workers. Rank and world size are always passed in
-explicitly; nothing reads them from the environment inside a worker.
+Both streams are ``IterableDataset`` classes holding only plain settings, so they pickle into
+spawn/forkserver workers. Rank and world size are passed in explicitly; nothing reads them from
+the environment inside a worker.
 
-- Training: per set, the rank's own shards (``urls[rank::world]``) resampled forever, decoded,
-  shuffled; the sets mixed per sample by weight (``wds.RandomMix``); full batches only. The loader
-  caps every rank at the same number of batches (``with_epoch`` on the loader, not the dataset).
-- Validation: each shard read once (split by rank, then by worker), no resampling, partial last
-  batch, so every sample is seen exactly once across ranks.
-- Bad samples (undecodable image, missing key, truncated shard) are dropped and travel with the
-  next good sample as ``skipped`` entries, so the training loop can count and report them.
+- Training: per set, the rank's own shards (``urls[rank::world]``) resampled forever, read,
+  shuffled through a buffer, decoded; the sets mixed per sample by weight; full batches only. The
+  loader caps every rank at the same number of batches (``with_epoch`` on the loader).
+- Reproducible: every random choice (shard picks, shuffle buffer, mixing, flips, online crops)
+  draws from its own ``random.Random`` seeded from (seed, rank, loader worker, epoch, purpose),
+  never from global state, so the same seed gives the same batches for any ``num_workers``.
+  The epoch is the number of times this stream was iterated in its process (loader workers are
+  persistent, so it counts epochs).
+- A shard that yields no decodable sample (truncated, corrupt, empty) is left out of its set's
+  rotation. When every shard of a rank is unusable the rank falls back to the whole set; when
+  the whole set is unusable the stream raises ``NoUsableSample`` naming each shard and why,
+  instead of resampling forever (which also ignored SIGTERM: Lightning checks between batches).
+- Validation: exact and balanced whatever the shard count. Every rank reads every validation
+  shard and keeps the samples whose global index ``i`` (manifest order) has
+  ``i % world == rank``; loader workers split the shards. Trade-off: each rank reads the whole
+  validation set from disk (world x the I/O of splitting by shard) but decodes only its share;
+  validation sets are small next to training, and splitting by shard gave a rank no samples at
+  all when there were fewer shards than ranks, which hung every rank at the first validation.
+- Bad samples (undecodable image, missing key, truncated shard) are dropped and travel as
+  ``skipped`` (where, reason) entries with a neighbouring good sample, so the training loop can
+  count and report them; shard errors read ``("shard", "<ErrorType>: <url>: <detail>")``.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import json
+import logging
+import math
 import random
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
 import webdataset as wds
-from torch.utils.data import default_collate
-from torchvision.transforms import v2
+from torch.utils.data import IterableDataset, default_collate, get_worker_info
 from torchvision.transforms.v2 import functional as TF
 
 from data.images import decode_jpeg_hwc
 from data.labels import decode_soft_label
-from data.tario import tar_samples
+from data.tario import samples as tar_members_by_key
 
-_worker_errors: list[tuple[str, str]] = []  # per worker process: errors outside any sample
+log = logging.getLogger("data")
 
-
-def record_error(exn: Exception) -> bool:
-    """webdataset handler: remember the error (e.g. a truncated shard) and keep going."""
-    _worker_errors.append(("shard", f"{type(exn).__name__}: {str(exn)[:200]}"))
-    return True
+_END = object()
 
 
-class ShardList(torch.utils.data.IterableDataset):
-    """A fixed list of shard URLs, possibly empty (webdataset's own list refuses none)."""
-
-    def __init__(self, urls: list[str]) -> None:
-        super().__init__()
-        self.urls = list(urls)
-
-    def __iter__(self):
-        for url in self.urls:
-            yield {"url": url}
+class NoUsableSample(RuntimeError):
+    """Every shard of a training set was tried and none yielded a decodable sample."""
 
 
+# -- seeding ----------------------------------------------------------------------------------
 def split_by_rank(urls: list[str], rank: int, world: int) -> list[str]:
     """This rank's shards; when there are fewer shards than ranks every rank reads them all."""
     return list(urls[rank::world]) if len(urls) >= world else list(urls)
 
 
-def worker_seed(seed: int, rank: int) -> int:
-    """Distinct per rank and worker, deterministic (webdataset #25: never equal across ranks)."""
-    info = torch.utils.data.get_worker_info()
-    return seed * 1_000_003 + rank * 1000 + (info.id if info else 0)
+def _worker() -> tuple[int, int]:
+    info = get_worker_info()
+    return (info.id, info.num_workers) if info else (0, 1)
+
+
+def stream_rng(seed: int, rank: int, worker: int, epoch: int, purpose: str) -> random.Random:
+    """An RNG owned by one purpose of one stream; a string seed hashes stably across processes."""
+    return random.Random(f"{seed}/{rank}/{worker}/{epoch}/{purpose}")
 
 
 def seed_worker(worker_id: int, seed: int, rank: int) -> None:
-    """``worker_init_fn``: seed torch, numpy and ``random`` per (seed, rank, worker)."""
+    """``worker_init_fn``: seed torch, numpy and ``random`` per (seed, rank, worker).
+
+    The streams do not use these global generators; this keeps any other code in a worker
+    (e.g. a torchvision transform) deterministic and distinct across ranks (webdataset #25).
+    """
     s = seed * 1_000_003 + rank * 1000 + worker_id
     torch.manual_seed(s)
     random.seed(s)
     np.random.seed(s % 2**32)
 
 
-def decode_sample(sample: dict, num_classes: int, source: int, flip: bool, need_soft: bool) -> dict:
+# -- reading shards ---------------------------------------------------------------------------
+def _error_text(exn: Exception, url: str) -> str:
+    """``<ErrorType>: <url>: <detail>`` (the url once, whatever the error's own message has)."""
+    detail = str(exn).replace(f"{url}: ", "").replace(url, Path(url).name)
+    return f"{type(exn).__name__}: {url}: {detail[:200]}"
+
+
+def shard_samples(url: str) -> Iterator[dict]:
+    """Raw samples of one shard, then a bad-shard marker if reading it failed part way."""
+    try:
+        with open(url, "rb", buffering=1 << 20) as stream:
+            yield from tar_members_by_key(stream, url)
+    except Exception as e:  # truncated, corrupt or missing: keep the samples read so far
+        yield {"__bad__": ("shard", _error_text(e, url))}
+
+
+def sample_key(sample: dict) -> str:
+    return f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
+
+
+def decode_sample(
+    sample: dict,
+    num_classes: int,
+    source: int,
+    flip: bool,
+    need_soft: bool,
+    rng: random.Random | None = None,
+) -> dict:
     """Raw tar members -> image uint8 [H, W, 3], dense soft label, class, source index.
 
     Images stay HWC until ``collate`` stacks them: the batch is then a channels_last [B, 3, H, W]
-    view with no copy, the layout the students run in.
+    view with no copy, the layout the students run in. ``flip`` draws from ``rng``.
     """
-    key = f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
+    if "__bad__" in sample:
+        return sample
     try:
         image = decode_jpeg_hwc(sample["jpg"])
         soft = None
@@ -85,10 +130,10 @@ def decode_sample(sample: dict, num_classes: int, source: int, flip: bool, need_
         if not -1 <= label < num_classes:
             raise ValueError(f"class {label} outside [0, {num_classes})")
     except KeyError as e:
-        return {"__bad__": (key, f"sample missing a key: {e.args[0]}")}
+        return {"__bad__": (sample_key(sample), f"sample missing a key: {e.args[0]}")}
     except Exception as e:
-        return {"__bad__": (key, f"{type(e).__name__}: {str(e)[:200]}")}
-    if flip and random.random() < 0.5:  # seeded per rank and worker (seed_worker)
+        return {"__bad__": (sample_key(sample), f"{type(e).__name__}: {str(e)[:200]}")}
+    if flip and rng is not None and rng.random() < 0.5:
         image = image.flip(1)
     out = {
         "image": image,
@@ -102,30 +147,90 @@ def decode_sample(sample: dict, num_classes: int, source: int, flip: bool, need_
     return out
 
 
-def crop_raw(sample: dict, size: int, scale: tuple[float, float], flip: bool) -> dict:
+def inception_box(
+    h: int, w: int, scale: tuple[float, float], rng: random.Random
+) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of a random crop of ``scale`` area and 3/4..4/3 aspect."""
+    lo, hi = math.log(3 / 4), math.log(4 / 3)
+    for _ in range(10):
+        area = h * w * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(lo, hi))
+        cw, ch = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        if 0 < cw <= w and 0 < ch <= h:
+            return rng.randint(0, h - ch), rng.randint(0, w - cw), ch, cw
+    # no draw fitted (a very long image): the largest centred box of allowed aspect
+    ch, cw = h, w
+    if w / h < 3 / 4:
+        ch = round(w * 4 / 3)
+    elif w / h > 4 / 3:
+        cw = round(h * 4 / 3)
+    return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+
+def crop_raw(
+    sample: dict, size: int, scale: tuple[float, float], flip: bool, rng: random.Random
+) -> dict:
     """Online mode: a fresh Inception crop (and flip) of a raw image, every time it is seen."""
     if "__bad__" in sample:
         return sample
     img = sample["image"].permute(2, 0, 1)  # HWC -> CHW view for torchvision
-    top, left, h, w = v2.RandomResizedCrop.get_params(img, list(scale), [3 / 4, 4 / 3])
+    top, left, h, w = inception_box(img.shape[1], img.shape[2], tuple(scale), rng)
     img = TF.resized_crop(img, top, left, h, w, [size, size], antialias=True)
-    if flip and random.random() < 0.5:
+    if flip and rng.random() < 0.5:
         img = img.flip(-1)
     return {**sample, "image": img.permute(1, 2, 0).contiguous()}
 
 
-def drop_bad(samples):
-    """Drop bad samples; attach what was dropped to the next good one as ``skipped``."""
-    pending: list[tuple[str, str]] = []
-    for s in samples:
-        if _worker_errors:
-            pending.extend(_worker_errors)
-            _worker_errors.clear()
-        if "__bad__" in s:
-            pending.append(s["__bad__"])
+# -- generic stream stages --------------------------------------------------------------------
+def shuffled(items: Iterable, size: int, rng: random.Random, warm: int = 100) -> Iterator:
+    """Items in random order through a buffer of ``size``; starts yielding after ``warm``."""
+    if size <= 1:
+        yield from items
+        return
+    it, buf, warm = iter(items), [], min(warm, size)
+    for item in it:
+        buf.append(item)
+        if len(buf) < size:  # still growing: take two for each one given out
+            extra = next(it, _END)
+            if extra is not _END:
+                buf.append(extra)
+        if len(buf) < warm:
             continue
-        s["skipped"], pending = pending, []
-        yield s
+        k = rng.randrange(len(buf))
+        buf[k], buf[-1] = buf[-1], buf[k]
+        yield buf.pop()
+    rng.shuffle(buf)
+    yield from buf
+
+
+def mixed(streams: list[Iterator], weights: list[float], rng: random.Random) -> Iterator:
+    """Endless samples, each from a stream drawn with probability proportional to its weight."""
+    cum = list(itertools.accumulate(weights))
+    while True:
+        i = min(bisect.bisect_right(cum, rng.random() * cum[-1]), len(streams) - 1)
+        yield next(streams[i])
+
+
+def drop_bad(samples: Iterable[dict]) -> Iterator[dict]:
+    """Drop bad samples; what was dropped rides along as ``skipped`` on a good sample.
+
+    One good sample is held back, so skips after the last good sample of a finite stream (the
+    tail of a validation shard) are attached to it instead of being lost.
+    """
+    pending: list[tuple[str, str]] = []
+    held: dict | None = None
+    for s in samples:
+        if "__bad__" in s:
+            pending.append(tuple(s["__bad__"]))
+            continue
+        if held is not None:
+            yield held
+        s["skipped"], pending, held = pending, [], s
+    if held is not None:
+        held["skipped"] = held["skipped"] + pending
+        yield held
+    elif pending:
+        log.warning("no good sample to report %d skipped ones with: %s", len(pending), pending[:5])
 
 
 def collate(samples: list[dict]) -> dict:
@@ -145,29 +250,137 @@ def collate(samples: list[dict]) -> dict:
     return batch
 
 
-def _set_stream(urls, idx, rank, world, seed, num_classes, flip, need_soft, shuffle, online):
-    stages = [
-        wds.ResampledShards(
-            split_by_rank(urls, rank, world),
-            seed=seed + idx,
-            worker_seed=partial(worker_seed, seed + idx, rank),
-            deterministic=True,
-        ),
-        partial(tar_samples, handler=record_error),
-        wds.shuffle(shuffle),
-        wds.map(
-            partial(
-                decode_sample,
-                num_classes=num_classes,
-                source=idx,
-                flip=flip and online is None,
-                need_soft=need_soft,
-            )
-        ),
-    ]
-    if online is not None:
-        stages.append(wds.map(partial(crop_raw, **online, flip=flip)))
-    return wds.DataPipeline(*stages)
+def batches(samples: Iterable[dict], size: int, partial_last: bool) -> Iterator[dict]:
+    batch = []
+    for s in samples:
+        batch.append(s)
+        if len(batch) == size:
+            yield collate(batch)
+            batch = []
+    if batch and partial_last:
+        yield collate(batch)
+
+
+# -- training ---------------------------------------------------------------------------------
+class ShardPool:
+    """Resamples one set's shards; leaves out those with nothing usable; raises when none is left.
+
+    A shard is usable once one of its samples decodes (checked with ``check`` until then, so a
+    known-good shard costs nothing). One read decides: a shard that yields no decodable sample
+    is dead for the rest of this stream.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        own: list[str],
+        everyone: list[str],
+        rng: random.Random,
+        check: Callable[[dict], dict],
+        where: str,
+    ) -> None:
+        self.name, self.own, self.everyone, self.rng, self.check = name, own, everyone, rng, check
+        self.where = where
+        self.good: set[str] = set()
+        self.dead: dict[str, str] = {}
+
+    def __iter__(self) -> Iterator[dict]:
+        pool = self.own
+        while True:
+            live = [u for u in pool if u not in self.dead]
+            if not live:
+                if pool is self.own and set(self.everyone) - set(self.own):
+                    log.warning(
+                        "training set %s: all %d shards of %s are unusable (%s); reading the "
+                        "whole set instead",
+                        self.name,
+                        len(self.own),
+                        self.where,
+                        self._reasons(),
+                    )
+                    pool = self.everyone
+                    continue
+                raise NoUsableSample(
+                    f"no usable sample in training set {self.name} after trying all "
+                    f"{len(self.dead)} shards: {self._reasons()}"
+                )
+            yield from self._read(self.rng.choice(live))
+
+    def _read(self, url: str) -> Iterator[dict]:
+        usable, reason = url in self.good, None
+        for s in shard_samples(url):
+            if not usable and "__bad__" not in s:
+                verdict = self.check(s)
+                if "__bad__" in verdict:
+                    s = verdict
+                else:
+                    usable = True
+                    self.good.add(url)
+            if "__bad__" in s and reason is None:
+                reason = s["__bad__"][1].replace(f"{url}: ", "")
+            yield s
+        if not usable:
+            self.dead[url] = reason or "no samples (empty shard)"
+
+    def _reasons(self) -> str:
+        return ", ".join(f"{Path(u).name}: {r}" for u, r in self.dead.items())
+
+
+def _set_name(urls: list[str]) -> str:
+    return Path(urls[0]).parent.name if urls else "?"
+
+
+class TrainStream(IterableDataset):
+    """Endless batches mixing shard sets by weight; see the module docstring."""
+
+    def __init__(
+        self,
+        sets: list[list[str]],
+        weights: list[float],
+        rank: int,
+        world: int,
+        batch_size: int,
+        num_classes: int,
+        seed: int,
+        flip: bool,
+        shuffle: int,
+        online: dict | None,
+        names: list[str],
+    ) -> None:
+        super().__init__()
+        self.sets, self.weights, self.names = sets, weights, names
+        self.rank, self.world, self.seed = rank, world, seed
+        self.batch_size, self.num_classes = batch_size, num_classes
+        self.flip, self.shuffle, self.online = flip, shuffle, online
+        self.epoch = 0
+
+    def __iter__(self) -> Iterator[dict]:
+        worker, _ = _worker()
+        rng = partial(stream_rng, self.seed, self.rank, worker, self.epoch)
+        self.epoch += 1
+        streams = [self._set_stream(i, rng) for i in range(len(self.sets))]
+        stream = streams[0] if len(streams) == 1 else mixed(streams, self.weights, rng("mix"))
+        return batches(drop_bad(stream), self.batch_size, partial_last=False)
+
+    def _set_stream(self, idx: int, rng: Callable[[str], random.Random]) -> Iterator[dict]:
+        urls, need_soft = self.sets[idx], self.online is None
+        decode = partial(
+            decode_sample, num_classes=self.num_classes, source=idx, need_soft=need_soft
+        )
+        pool = ShardPool(
+            self.names[idx],
+            split_by_rank(urls, self.rank, self.world),
+            list(urls),
+            rng(f"shards{idx}"),
+            partial(decode, flip=False),
+            f"rank {self.rank}/{self.world}",
+        )
+        aug = rng(f"augment{idx}")
+        for raw in shuffled(pool, self.shuffle, rng(f"shuffle{idx}")):
+            s = decode(raw, flip=self.flip and self.online is None, rng=aug)
+            if self.online is not None:
+                s = crop_raw(s, **self.online, flip=self.flip, rng=aug)
+            yield s
 
 
 def train_pipeline(
@@ -181,42 +394,102 @@ def train_pipeline(
     flip: bool = True,
     shuffle: int = 1000,
     online: dict | None = None,
-) -> wds.DataPipeline:
+    names: list[str] | None = None,
+) -> TrainStream:
     """Infinite batches mixing ``sets`` by ``weights``; ``online`` = crop settings for raw sets."""
     if len(sets) != len(weights) or not sets:
         raise ValueError("train_pipeline needs one weight per shard set")
-    need_soft = online is None
-    streams = [
-        _set_stream(urls, i, rank, world, seed, num_classes, flip, need_soft, shuffle, online)
-        for i, urls in enumerate(sets)
-    ]
-    mixed = streams[0] if len(streams) == 1 else wds.RandomMix(streams, list(weights))
-    return wds.DataPipeline(
-        mixed, drop_bad, wds.batched(batch_size, collation_fn=collate, partial=False)
+    if any(not urls for urls in sets):
+        raise ValueError(f"a training set has no shards: {[len(u) for u in sets]} shards per set")
+    names = list(names) if names else [_set_name(urls) for urls in sets]
+    return TrainStream(
+        sets,
+        list(weights),
+        rank,
+        world,
+        batch_size,
+        num_classes,
+        seed,
+        flip,
+        shuffle,
+        online,
+        names,
     )
+
+
+# -- validation -------------------------------------------------------------------------------
+class ValStream(IterableDataset):
+    """Each validation sample exactly once across ranks, balanced by sample; see the docstring."""
+
+    def __init__(
+        self,
+        urls: list[str],
+        counts: list[int],
+        rank: int,
+        world: int,
+        batch_size: int,
+        num_classes: int,
+        need_soft: bool,
+    ) -> None:
+        super().__init__()
+        self.urls, self.counts, self.rank, self.world = urls, counts, rank, world
+        self.batch_size, self.num_classes, self.need_soft = batch_size, num_classes, need_soft
+
+    def __iter__(self) -> Iterator[dict]:
+        worker, workers = _worker()
+        return batches(drop_bad(self._samples(worker, workers)), self.batch_size, True)
+
+    def _samples(self, worker: int, workers: int) -> Iterator[dict]:
+        offsets = [0, *itertools.accumulate(self.counts)]
+        for s in range(worker, len(self.urls), workers):  # loader workers split the shards
+            k = 0
+            for raw in shard_samples(self.urls[s]):
+                if raw.get("__bad__", ("",))[0] == "shard":
+                    if s % self.world == self.rank:  # one rank reports a shard's error
+                        yield raw
+                    continue
+                mine = (offsets[s] + k) % self.world == self.rank
+                k += 1
+                if mine:
+                    yield decode_sample(raw, self.num_classes, 0, False, self.need_soft)
+
+
+def record_counts(urls: list[str]) -> list[int]:
+    """Samples per shard from the records written beside the shards (0 where there is none)."""
+    counts = []
+    for url in urls:
+        record = Path(url).with_suffix(".json")
+        counts.append(int(json.loads(record.read_text())["samples"]) if record.is_file() else 0)
+    return counts
 
 
 def val_pipeline(
-    urls: list[str], rank: int, world: int, batch_size: int, num_classes: int, need_soft: bool
-) -> wds.DataPipeline:
-    """Each sample once: shards split by rank then by worker, no resampling, partial batches."""
-    rank_urls = urls[rank::world]  # exactly-once: a rank with no shard simply yields nothing
-    return wds.DataPipeline(
-        ShardList(rank_urls),
-        wds.split_by_worker,
-        partial(tar_samples, handler=record_error),
-        wds.map(
-            partial(
-                decode_sample, num_classes=num_classes, source=0, flip=False, need_soft=need_soft
-            )
-        ),
-        drop_bad,
-        wds.batched(batch_size, collation_fn=collate, partial=True),
-    )
+    urls: list[str],
+    rank: int,
+    world: int,
+    batch_size: int,
+    num_classes: int,
+    need_soft: bool,
+    counts: list[int] | None = None,
+) -> ValStream:
+    """Each sample once and every rank a share; ``counts`` = samples per shard.
+
+    ``counts`` default to the shard records (``<shard>.json``); where a count is unknown the index
+    restarts at 0 in that shard: still exact, balanced only within the shard.
+    """
+    counts = list(counts) if counts is not None else record_counts(urls)
+    if len(counts) != len(urls):
+        raise ValueError(f"val_pipeline: {len(urls)} shards but {len(counts)} sample counts")
+    if 0 < sum(counts) < world:
+        raise ValueError(
+            f"validation set {_set_name(urls)} has {sum(counts)} samples, fewer than the "
+            f"{world} ranks: every rank needs at least one"
+        )
+    return ValStream(urls, counts, rank, world, batch_size, num_classes, need_soft)
 
 
 def loader(
-    pipeline, num_workers: int, seed: int, rank: int, steps: int | None = None
+    pipeline: IterableDataset, num_workers: int, seed: int, rank: int, steps: int | None = None
 ) -> wds.WebLoader:
     """A WebLoader over batches; ``steps`` caps (and sets the length of) a training epoch."""
     ld = wds.WebLoader(

@@ -48,7 +48,9 @@ def members(stream, url: str = "?") -> Iterator[tuple[str, bytes]]:
         payload = stream.read(size)
         if len(payload) < size:
             raise tarfile.ReadError(f"{url}: truncated member ({len(payload)} of {size} bytes)")
-        stream.read(-size % BLOCK)
+        padding = -size % BLOCK
+        if len(stream.read(padding)) < padding:  # cut in the padding: the member may be whole,
+            raise tarfile.ReadError(f"{url}: truncated after a member")  # the shard is not
         if kind in (b"x", b"L"):
             long_name = _pax_path(payload) if kind == b"x" else payload.rstrip(b"\0").decode()
             continue

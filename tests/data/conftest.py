@@ -131,3 +131,59 @@ def built(tmp_path_factory, sources, teacher, pool_scores):
     threshold = float(pool_scores[0].median())
     reports = build_sets(variant_cfgs(threshold), sources, teacher, out, BUILD)
     return out, {r.name: r for r in reports}, threshold
+
+
+def write_set(
+    root: Path, name: str, shard_sizes: list[int], size: int = 16, offset: int = 0
+) -> Path:
+    """A small complete set written with the project's shard writer: real digit JPEGs, class,
+    full soft label; ``shard_sizes`` samples per shard; the manifest as the builder writes it."""
+    from data.images import jpeg_round_trip
+    from data.labels import encode_soft_label
+    from data.shards import shard_name, write_json_atomic, write_shard
+
+    images, labels = load_digits_images(size)
+    set_dir = root / name
+    set_dir.mkdir(parents=True)
+    counts, i = {}, offset
+    for index, n in enumerate(shard_sizes):
+        samples = []
+        for _ in range(n):
+            jpg, _ = jpeg_round_trip(images[i].permute(1, 2, 0).numpy(), 90)
+            probs = np.full(10, 0.02, np.float32)
+            probs[int(labels[i])] = 0.82
+            key = f"{name}_{i:05d}"
+            samples.append(
+                {
+                    "__key__": key,
+                    "jpg": jpg,
+                    "cls": str(int(labels[i])).encode(),
+                    "soft.npy": encode_soft_label(probs),
+                }
+            )
+            i += 1
+        rec = write_shard(set_dir, name, index, samples, {"skipped": []})
+        counts[shard_name(name, index)] = rec["samples"]
+    manifest = {
+        "name": name,
+        "kind": "plain",
+        "num_samples": sum(counts.values()),
+        "shards": counts,
+        "classes": [str(c) for c in range(10)],
+        "num_classes": 10,
+        "image_size": size,
+        "teacher": "test",
+        "labels": {"format": "full", "top_k": None, "temperature": 1.0},
+        "source": "digits",
+        "config_hash": "test",
+        "skipped": 0,
+    }
+    write_json_atomic(set_dir / "manifest.json", manifest)
+    return set_dir
+
+
+def set_keys(set_dir: Path) -> set[str]:
+    """Every ``url:key`` a set holds, read with tarfile."""
+    from data.shards import read_manifest
+
+    return {f"{url}:{key}" for url in read_manifest(set_dir).urls() for key in read_samples(url)}
