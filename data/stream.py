@@ -322,8 +322,11 @@ class ShardPool:
         if not usable:
             self.dead[url] = reason or "no samples (empty shard)"
 
-    def _reasons(self) -> str:
-        return ", ".join(f"{Path(u).name}: {r}" for u, r in self.dead.items())
+    def _reasons(self, shown: int = 10) -> str:
+        """The first ``shown`` dead shards by name with why; a long set is summarised."""
+        dead = sorted(self.dead.items())
+        text = ", ".join(f"{Path(u).name}: {r}" for u, r in dead[:shown])
+        return text + (f" ... and {len(dead) - shown} more" if len(dead) > shown else "")
 
 
 def _set_name(urls: list[str]) -> str:
