@@ -164,10 +164,10 @@ def test_last_checkpoint_is_the_last_step_and_resume_keeps_the_logs(
     assert max(steps) == 20 and len(steps) == len(set(steps))
 
 
-def _damage(shard: Path) -> None:
-    """Cut a tar shard in the middle of a member (what a full disk or a killed copy leaves)."""
+def _damage(shard: Path, keep: float = 0.5) -> None:
+    """Cut a tar shard inside a member (what a full disk or a killed copy leaves)."""
     data = shard.read_bytes()
-    shard.write_bytes(data[: len(data) // 2 + 100])
+    shard.write_bytes(data[: int(len(data) * keep) + 100])
 
 
 @pytest.mark.slow
@@ -179,7 +179,8 @@ def test_damaged_shards_still_give_summary_results_and_export(
     shutil.copytree(cache / "shards" / "digits", root)
     val_shard = sorted((root / "val").glob("*.tar"))[0]
     _damage(val_shard)
-    _damage(sorted((root / "randaug").glob("*.tar"))[0])
+    for shard in (root / "randaug").glob("*.tar"):  # each still yields its first samples
+        _damage(shard, keep=0.1)
     out = tmp_path / "out"
     cfg = compose_train(
         [
