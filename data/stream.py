@@ -182,8 +182,15 @@ def crop_raw(
 
 
 # -- generic stream stages --------------------------------------------------------------------
-def shuffled(items: Iterable, size: int, rng: random.Random, warm: int = 100) -> Iterator:
-    """Items in random order through a buffer of ``size``; starts yielding after ``warm``."""
+def shuffled(items: Iterable, size: int, rng: random.Random, warm: int | None = None) -> Iterator:
+    """Items in random order through a buffer of ``size``; starts yielding after ``warm``.
+
+    ``warm`` defaults to the whole buffer: the stream restarts every (nominal) epoch, and a
+    buffer that starts yielding early fills the first batches of each epoch from one shard
+    per set (a 100-sample warm-up cost 2.5 points of digits top-1, mean of 5 seeds; the buffer holds
+    undecoded samples, about 30 KB each at 224 px).
+    """
+    warm = size if warm is None else warm
     if size <= 1:
         yield from items
         return
