@@ -25,7 +25,7 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from data.images import BadImage
+from common.images import BadImage
 from data.sources import Item, Source
 
 

@@ -120,7 +120,7 @@ def build_from_config(
     training sources are opened only when it has to be trained. Returns the sets' reports.
     """
     from data.builder import build_sets
-    from teachers.config import teacher_from_config, teacher_needs_training
+    from data.teacher_setup import teacher_from_config, teacher_needs_training
 
     variants = select_variants(c, sets)
     tcfg = c["teacher"]
@@ -161,7 +161,7 @@ def run(cfg: DictConfig) -> list:
 
 def _config_errors() -> tuple[type[Exception], ...]:
     from data.sources import SourceError
-    from teachers.config import MissingTeacherError
+    from data.teacher_setup import MissingTeacherError
 
     return (BuildConfigError, SourceError, MissingTeacherError)
 

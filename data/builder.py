@@ -23,9 +23,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from common.images import BadImage, jpeg_round_trip
 from data.augment import ExtraVariant, Unit, Variant, center_view, make_variant, to_chw
 from data.extra import Selection, balance
-from data.images import BadImage, jpeg_round_trip
 from data.labels import encode_soft_label
 from data.shards import (
     clean_partials,

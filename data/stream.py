@@ -45,7 +45,7 @@ import webdataset as wds
 from torch.utils.data import IterableDataset, default_collate, get_worker_info
 from torchvision.transforms.v2 import functional as TF
 
-from data.images import decode_jpeg_hwc
+from common.images import decode_jpeg_hwc
 from data.labels import decode_soft_label
 from data.tario import samples as tar_members_by_key
 

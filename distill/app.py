@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 import students
 from data.build import BuildConfigError
 from data.sources import SourceError
+from data.teacher_setup import MissingTeacherError
 from distill.checkpoints import resolve_resume
 from distill.preemption import install_sigterm_escape
 from distill.summary import (
@@ -31,7 +32,6 @@ from distill.summary import (
     teacher_label,
     teacher_top1,
 )
-from teachers.config import MissingTeacherError
 
 log = logging.getLogger("distill")
 
@@ -355,7 +355,7 @@ def run(cfg: DictConfig) -> float:
     _quiet_libraries()
     install_sigterm_escape()
     replace_dict_overrides(cfg)
-    from teachers.config import teacher_from_config
+    from data.teacher_setup import teacher_from_config
 
     wall_start = time.perf_counter()
     c = OmegaConf.to_container(cfg, resolve=True)

@@ -22,11 +22,11 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 import students
+from common.norm import IMAGENET_MEAN, IMAGENET_STD
+from common.schedule import warmup_cosine
 from distill.holder import TeacherHolder
 from distill.losses import kd_loss
 from teachers import FrozenTeacher
-from teachers.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from teachers.train import warmup_cosine
 
 MAX_SKIP_REASONS = 20
 

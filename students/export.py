@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
+from common.weights import save_safetensors_atomic
 from students.weights import EXPORT_KEY, ExportMeta
 
 log = logging.getLogger(__name__)
@@ -47,16 +47,7 @@ def _strings(metadata: Metadata) -> dict[str, str]:
 
 def save_safetensors(model: nn.Module, path: str | Path, metadata: Metadata = None) -> Path:
     """Write the state_dict as ``.safetensors`` (written to a temp name, then renamed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=_strings(metadata) or None)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return save_safetensors_atomic(model.state_dict(), path, _strings(metadata))
 
 
 def cpu_eval_copy(model: nn.Module) -> nn.Module:

@@ -10,24 +10,20 @@ from __future__ import annotations
 
 import json
 import math
-import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
 from torch import nn
 
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.", "student.")
-_NESTED_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema")
-_UNUSED_SUFFIXES = ("num_batches_tracked",)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message names the file and the problem."""
-
+from common.weights import (
+    CheckpointError,
+    load_state_dict_strict,
+    read_state_dict,
+    safetensors_metadata,
+    strip_wrapper_prefixes,
+)
 
 EXPORT_KEY = "export_format"  # not "format": safetensors' own writers already use that key
 EXPORT_FORMAT = "mnv4-distill/1"
@@ -151,11 +147,7 @@ def read_export_meta(path: str | Path) -> ExportMeta | None:
         return None
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+    header = safetensors_metadata(path)
     return ExportMeta.from_strings(header, str(path)) if EXPORT_KEY in header else None
 
 
@@ -169,18 +161,6 @@ def mean_std_tuple(values: torch.Tensor | Sequence[float]) -> tuple[float, ...]:
     """A [1, 3, 1, 1] buffer or a sequence as a short float tuple (float32 noise rounded off)."""
     flat = values.flatten().tolist() if isinstance(values, torch.Tensor) else list(values)
     return tuple(round(float(v), 6) for v in flat)
-
-
-def _strip_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out = dict(state_dict)
-    changed = True
-    while changed:
-        changed = False
-        for prefix in _WRAPPER_PREFIXES:
-            if out and all(k.startswith(prefix) for k in out):
-                out = {k[len(prefix) :]: v for k, v in out.items()}
-                changed = True
-    return out
 
 
 def convert_timm_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -201,78 +181,6 @@ def convert_timm_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str,
             f"(timm mobilenetv4_* layout), found {sample}"
         )
     return out
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read tensors from ``.safetensors`` or a ``.pth``/``.pt``/``.bin``/``.ckpt`` pickle.
-
-    Pickles load with ``weights_only=True``: a file that would run code is refused, never
-    executed. Lightning/timm wrappers (``state_dict``, ``model``, ``state_dict_ema`` keys) are
-    unwrapped.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            return load_file(str(path))
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"refused to load {path}: it is not a plain tensor checkpoint (weights_only=True "
-            f"rejected it, so nothing in it was run). Re-save it with torch.save(state_dict) or "
-            f"as .safetensors. Detail: {str(e).splitlines()[0]}"
-        ) from e
-    except Exception as e:  # truncated zip, bad safetensors header, ...
-        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
-    if isinstance(obj, Mapping):
-        for key in _NESTED_KEYS:
-            if isinstance(obj.get(key), Mapping):
-                return dict(obj[key])
-        return dict(obj)
-    raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state_dict")
-
-
-def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Remove DDP/compile/Lightning prefixes shared by every key and drop non-tensor entries."""
-    return {
-        k: v
-        for k, v in _strip_prefix(state_dict).items()
-        if isinstance(v, torch.Tensor) and not k.endswith(_UNUSED_SUFFIXES)
-    }
-
-
-def load_state_dict_strict(
-    model: nn.Module, state: Mapping[str, torch.Tensor], source: str, target: str
-) -> None:
-    """Load ``state`` into ``model`` only if every key and shape matches.
-
-    Otherwise raise ``CheckpointError`` naming ``source`` and ``target`` and listing the missing,
-    unexpected and mis-shaped keys (first ten of each); the model is left untouched.
-    """
-    own = {k: v for k, v in model.state_dict().items() if not k.endswith(_UNUSED_SUFFIXES)}
-    state = {k: v for k, v in state.items() if not k.endswith(_UNUSED_SUFFIXES)}
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in set(own) & set(state)
-        if state[k].shape != own[k].shape
-    )
-    if missing or unexpected or shapes:
-        parts = [f"{source} does not fit {target}"]
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
-            if items:
-                more = f" (+{len(items) - 10} more)" if len(items) > 10 else ""
-                parts.append(f"{len(items)} {label} keys: {', '.join(items[:10])}{more}")
-        if len(shapes) <= 2 and shapes and all(_is_classifier(k) for k in shapes):
-            parts.append("the class count differs: pass the checkpoint's num_classes")
-        raise CheckpointError("; ".join(parts))
-    model.load_state_dict(state, strict=False)
-
-
-def _is_classifier(shape_line: str) -> bool:
-    return shape_line.split(".")[0] in ("classifier", "fc", "head", "heads")
 
 
 def read_mnv4_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

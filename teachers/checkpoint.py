@@ -7,14 +7,10 @@ accuracy, so ``create_teacher(path)`` rebuilds the same teacher with nothing els
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from safetensors import safe_open
-from safetensors.torch import save_file
-
-from students.weights import CheckpointError
+from common.weights import CheckpointError, safetensors_metadata, save_safetensors_atomic
 from teachers.preprocess import Preprocessing
 from teachers.zoo import BuiltModel
 
@@ -25,8 +21,6 @@ def save_teacher(
     built: BuiltModel, spec: str, path: str | Path, metrics: dict[str, float] | None = None
 ) -> Path:
     """Write ``built`` as a teacher checkpoint (temp file, then rename: never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "format": FORMAT,
         "spec": spec,
@@ -36,11 +30,18 @@ def save_teacher(
         "metrics": json.dumps(metrics or {}),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    tensors = {k: v.detach().cpu().contiguous() for k, v in built.model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
+    return save_safetensors_atomic(built.model.state_dict(), path, meta)
+
+
+def is_teacher_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a ``.safetensors`` teacher checkpoint written by ``save_teacher``."""
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return False
+    try:
+        return safetensors_metadata(path).get("format") == FORMAT
+    except CheckpointError:
+        return False
 
 
 def read_teacher_metadata(path: str | Path) -> dict:
@@ -54,11 +55,7 @@ def read_teacher_metadata(path: str | Path) -> dict:
             "teacher metadata); for other weights pass a spec and the file, e.g. "
             f"create_teacher('timm:<model>', checkpoint='{path}')"
         )
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except Exception as e:
-        raise CheckpointError(f"cannot read teacher checkpoint {path}: {e}") from e
+    meta = safetensors_metadata(path)
     if meta.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} has no teacher metadata (format {meta.get('format')!r}, expected {FORMAT!r}); "

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from students.weights import load_state_dict_strict, read_state_dict
+from common.weights import load_state_dict_strict, read_state_dict
 from teachers.checkpoint import read_teacher_metadata
 from teachers.frozen import FrozenTeacher, TeacherInfo
 from teachers.zoo import SCHEMES, BuiltModel, build_model, parse_spec

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from common.norm import IMAGENET_MEAN, IMAGENET_STD
+
 _INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 
 

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
 
+from common.schedule import warmup_cosine
 from teachers.checkpoint import save_teacher
 from teachers.evaluate import evaluate
 from teachers.preprocess import Preprocessing
@@ -94,23 +95,6 @@ def eval_transform(recipe: TeacherRecipe) -> v2.Transform:
             v2.CenterCrop(recipe.image_size),
             v2.ToDtype(torch.uint8, scale=True),
         ]
-    )
-
-
-def warmup_cosine(optimizer, warmup_steps: int, total_steps: int, floor: float = 1e-3):
-    """Linear warm-up then cosine decay to ``floor`` x peak, stepped every optimizer step."""
-    warmup_steps = max(1, min(warmup_steps, total_steps - 1))
-    return torch.optim.lr_scheduler.SequentialLR(
-        optimizer,
-        [
-            torch.optim.lr_scheduler.LinearLR(optimizer, 1e-3, 1.0, total_iters=warmup_steps),
-            torch.optim.lr_scheduler.CosineAnnealingLR(
-                optimizer,
-                T_max=max(1, total_steps - warmup_steps),
-                eta_min=floor * optimizer.param_groups[0]["lr"],
-            ),
-        ],
-        milestones=[warmup_steps],
     )
 
 
@@ -239,7 +223,7 @@ def _load_data(data: str, image_size: int, seed: int):
     inputs to report (none for digits).
     """
     if data == "digits":
-        from data.digits import DIGIT_CLASSES, load_digits_images, stratified_split
+        from common.digits import DIGIT_CLASSES, load_digits_images, stratified_split
 
         images, labels = load_digits_images(image_size)
         split = stratified_split(labels, {"train": 0.8, "val": 0.2}, seed)
@@ -252,10 +236,10 @@ def _load_folder(root: Path):
     """Read ``root/train`` and ``root/val`` with the reader ``python -m data.build`` uses.
 
     One reader means one rule set: bad files are skipped and listed, and an empty class folder
-    keeps its class with 0 images (a warning), exactly as when building shards. The import is
-    here, in the command line, so that the training library itself does not depend on data/.
+    keeps its class with 0 images (a warning), exactly as when building shards: both read
+    folders with the primitives of common/folders.py.
     """
-    from data.sources import ImageFolderSource, SourceError, SourceImages
+    from common.folders import ImageFolderSource, SourceError, SourceImages
 
     for part in ("train", "val"):
         if not (root / part).is_dir():

@@ -22,12 +22,13 @@ import torch
 from torch import nn
 
 import students
-from students.weights import (
+from common.norm import IMAGENET_MEAN, IMAGENET_STD
+from common.weights import (
     load_state_dict_strict,
     read_state_dict,
     strip_wrapper_prefixes,
 )
-from teachers.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from teachers.preprocess import Preprocessing
 
 SCHEMES = ("timm", "torchvision", "mnv4")
 

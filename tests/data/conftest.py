@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from common.digits import load_digits_images
 from data.augment import center_view, to_chw
 from data.builder import build_sets
-from data.digits import load_digits_images
 from data.sources import ImageFolderSource, UnlabelledFolderSource
 from teachers import build_model, create_teacher, save_teacher
 
@@ -138,7 +138,7 @@ def write_set(
 ) -> Path:
     """A small complete set written with the project's shard writer: real digit JPEGs, class,
     full soft label; ``shard_sizes`` samples per shard; the manifest as the builder writes it."""
-    from data.images import jpeg_round_trip
+    from common.images import jpeg_round_trip
     from data.labels import encode_soft_label
     from data.shards import shard_name, write_json_atomic, write_shard
 

@@ -8,9 +8,9 @@ from collections import Counter
 import pytest
 import torch
 
+from common.images import decode_jpeg
 from data.builder import build_sets
 from data.extra import balance
-from data.images import decode_jpeg
 from data.labels import decode_soft_label
 from data.shards import read_manifest
 from data.sources import ImageFolderSource, SourceError

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.images import decode_jpeg
 from data.datamodule import DistillDataModule
-from data.images import decode_jpeg
 from data.shards import read_manifest
 
 from .conftest import read_samples

@@ -10,8 +10,8 @@ import torch
 from omegaconf import OmegaConf
 
 from data.datamodule import DistillDataModule
+from data.teacher_setup import teacher_from_config
 from distill.module import DistillModule
-from teachers.config import teacher_from_config
 from teachers.preprocess import to_model_input
 
 from .conftest import compose_train

@@ -17,8 +17,8 @@ from omegaconf import OmegaConf
 
 from data.build import build_from_config, run
 from data.sources import SourceError
+from data.teacher_setup import MissingTeacherError
 from teachers import read_teacher_metadata
-from teachers.config import MissingTeacherError
 from teachers.train import main as teacher_cli
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from data.digits import DIGIT_CLASSES, load_digits_images, stratified_split
+from common.digits import DIGIT_CLASSES, load_digits_images, stratified_split
 from teachers import create_teacher, evaluate, read_teacher_metadata
 from teachers.train import TeacherRecipe, eval_transform, train_teacher
 

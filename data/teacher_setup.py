@@ -1,4 +1,7 @@
-"""A teacher from its Hydra config node, training and caching one when it is missing.
+"""A teacher from its Hydra config node, training and caching one on data sources when missing.
+
+This composes teachers with data sources, so it lives in data/ (which may import teachers), where
+both entry points that need it (``data.build`` and ``distill.app``) may import it.
 
 Config keys (conf/teacher/*.yaml): ``spec``, ``checkpoint``, ``pretrained``, ``channels_last``,
 ``autocast`` and, for domains without a published teacher, ``train_if_missing`` with ``recipe``,
@@ -16,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from teachers.checkpoint import FORMAT
+from common.folders import SourceImages
+from teachers.checkpoint import is_teacher_checkpoint
 from teachers.frozen import FrozenTeacher
 from teachers.load import create_teacher
 
@@ -25,18 +29,6 @@ log = logging.getLogger("teachers")
 
 class MissingTeacherError(FileNotFoundError):
     """``teacher.checkpoint`` names no file and no teacher may be trained there."""
-
-
-def _is_project_checkpoint(path: Path) -> bool:
-    if path.suffix != ".safetensors":
-        return False
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return (f.metadata() or {}).get("format") == FORMAT
-    except Exception:
-        return False
 
 
 def _same_path(a: str | Path, b: str | Path) -> bool:
@@ -81,7 +73,7 @@ def teacher_from_config(
         path = Path(ckpt)
         if teacher_needs_training(cfg):
             train_missing_teacher(cfg, sources or {}, path)
-        if _is_project_checkpoint(path):
+        if is_teacher_checkpoint(path):
             return create_teacher(path, num_classes=num_classes, **kw)
         return create_teacher(spec, checkpoint=path, num_classes=num_classes, **kw)
     return create_teacher(
@@ -91,8 +83,7 @@ def teacher_from_config(
 
 def train_missing_teacher(cfg: Mapping, sources: Mapping, out: Path) -> dict:
     """Train the teacher of ``cfg`` on its ``train_on`` source and write it to ``out``."""
-    from data.sources import SourceImages
-    from teachers.train import TeacherRecipe, train_teacher
+    from teachers.train import TeacherRecipe, train_teacher  # Lightning: only when training
 
     for key in ("train_on", "validate_on"):
         if cfg.get(key) not in sources:
