@@ -114,8 +114,9 @@ def decode_jpeg_hwc(data: bytes) -> torch.Tensor:
 def decode_jpeg(data: bytes) -> torch.Tensor:
     """JPEG bytes -> uint8 [3, H, W]; the one decoder used both when labelling and training.
 
-    simplejpeg (libjpeg-turbo straight into an array) is 1.5x faster than PIL here, whose
-    image-to-array copy goes through an encoder, with identical pixels; ``torchvision.io``'s
-    codecs are deprecated since 0.29. Other formats (PNG in imported shards) fall back to PIL.
+    simplejpeg decodes with libjpeg-turbo straight into an array (PIL's image-to-array copy goes
+    through an encoder), with identical pixels; no benchmark row compares the two decoders.
+    ``torchvision.io``'s codecs are deprecated since 0.29. Other formats (PNG in imported
+    shards) fall back to PIL.
     """
     return decode_jpeg_hwc(data).permute(2, 0, 1)

@@ -1,8 +1,11 @@
-"""Exporting the trained student: safetensors weights and an ONNX graph checked in onnxruntime.
+"""Exporting the trained student: both weight sets as safetensors, the better one as ONNX.
 
-The run holds two sets of student weights, the raw student and its EMA; the one with the better
-validation top-1 becomes ``NAME.safetensors`` and ``NAME.onnx``, the other is kept as
-``NAME_raw.safetensors`` or ``NAME_ema.safetensors``. Every file carries ``ExportMeta``.
+The run holds two sets of student weights, the raw student and its EMA (when enabled); the one
+with the better validation top-1 (``choose_weights``: a tie goes to the EMA) becomes
+``NAME.safetensors`` and, with ``export.onnx``, ``NAME.onnx`` (compared with PyTorch in
+onnxruntime); the other is kept as ``NAME_raw.safetensors`` or ``NAME_ema.safetensors``. Every
+file carries ``ExportMeta``. A failed ONNX export is a warning and an ``onnx_error`` entry, not a
+failed run: the safetensors are the result.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Full labels are the teacher's softmax over all classes in fp16. Top-k labels keep the k largest
 probabilities (fp16, descending) and their class indices; they are *not* renormalised by default,
-so ``probs.sum()`` is the mass the teacher put on those k classes and the loss can decide (the
-distill loss renormalises them to sum to 1 before the soft cross-entropy). Pass
+so ``probs.sum()`` is the mass the teacher put on those k classes (reading them back,
+``data.labels.decode_soft_label`` renormalises them to sum to 1 by default, so the training
+stream hands the loss a distribution). Pass
 ``renormalize=True`` to store renormalised top-k probabilities instead.
 """
 

@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from common.digits import load_digits_images
 from data.augment import center_view, to_chw
 from data.builder import build_sets
 from data.sources import ImageFolderSource, UnlabelledFolderSource
-from teachers import build_model, create_teacher, save_teacher
-
-
-def write_digit_folder(root: Path, per_class: int, size: int = 40, offset: int = 0) -> list[Path]:
-    """``root/<digit>/<n>.jpg``: real handwritten digits saved as JPEG files."""
-    images, labels = load_digits_images(size)
-    written = []
-    for c in range(10):
-        idx = (labels == c).nonzero().flatten()[offset : offset + per_class]
-        (root / str(c)).mkdir(parents=True, exist_ok=True)
-        for i in idx.tolist():
-            path = root / str(c) / f"img{i:04d}.jpg"
-            Image.fromarray(images[i].permute(1, 2, 0).numpy()).save(path, quality=95)
-            written.append(path)
-    return written
+from teachers import create_teacher
+from tests.helpers import read_samples, save_random_teacher, write_digit_folder
 
 
 @pytest.fixture(scope="session")
@@ -46,10 +30,7 @@ def digit_folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def teacher_path(tmp_path_factory) -> Path:
     """A 10-class ``timm:resnet10t`` teacher checkpoint written by this project."""
-    torch.manual_seed(0)
-    built = build_model("timm:resnet10t", num_classes=10, pretrained=False)
-    built.classes = [str(i) for i in range(10)]
-    return save_teacher(built, "timm:resnet10t", tmp_path_factory.mktemp("t") / "t.safetensors")
+    return save_random_teacher(tmp_path_factory.mktemp("t") / "t.safetensors")
 
 
 @pytest.fixture(scope="session")
@@ -98,15 +79,6 @@ def variant_cfgs(threshold: float) -> dict[str, dict]:
     }
 
 
-def read_samples(url: str) -> dict[str, dict[str, bytes]]:
-    out: dict[str, dict[str, bytes]] = {}
-    with tarfile.open(url) as tar:
-        for m in tar:
-            key, _, ext = m.name.partition(".")
-            out.setdefault(key, {})[ext] = tar.extractfile(m).read()
-    return out
-
-
 @pytest.fixture(scope="session")
 def sources(digit_folder):
     return {
@@ -131,55 +103,6 @@ def built(tmp_path_factory, sources, teacher, pool_scores):
     threshold = float(pool_scores[0].median())
     reports = build_sets(variant_cfgs(threshold), sources, teacher, out, BUILD)
     return out, {r.name: r for r in reports}, threshold
-
-
-def write_set(
-    root: Path, name: str, shard_sizes: list[int], size: int = 16, offset: int = 0
-) -> Path:
-    """A small complete set written with the project's shard writer: real digit JPEGs, class,
-    full soft label; ``shard_sizes`` samples per shard; the manifest as the builder writes it."""
-    from common.images import jpeg_round_trip
-    from data.labels import encode_soft_label
-    from data.shards import shard_name, write_json_atomic, write_shard
-
-    images, labels = load_digits_images(size)
-    set_dir = root / name
-    set_dir.mkdir(parents=True)
-    counts, i = {}, offset
-    for index, n in enumerate(shard_sizes):
-        samples = []
-        for _ in range(n):
-            jpg, _ = jpeg_round_trip(images[i].permute(1, 2, 0).numpy(), 90)
-            probs = np.full(10, 0.02, np.float32)
-            probs[int(labels[i])] = 0.82
-            key = f"{name}_{i:05d}"
-            samples.append(
-                {
-                    "__key__": key,
-                    "jpg": jpg,
-                    "cls": str(int(labels[i])).encode(),
-                    "soft.npy": encode_soft_label(probs),
-                }
-            )
-            i += 1
-        rec = write_shard(set_dir, name, index, samples, {"skipped": []})
-        counts[shard_name(name, index)] = rec["samples"]
-    manifest = {
-        "name": name,
-        "kind": "plain",
-        "num_samples": sum(counts.values()),
-        "shards": counts,
-        "classes": [str(c) for c in range(10)],
-        "num_classes": 10,
-        "image_size": size,
-        "teacher": "test",
-        "labels": {"format": "full", "top_k": None, "temperature": 1.0},
-        "source": "digits",
-        "config_hash": "test",
-        "skipped": 0,
-    }
-    write_json_atomic(set_dir / "manifest.json", manifest)
-    return set_dir
 
 
 def set_keys(set_dir: Path) -> set[str]:

@@ -14,8 +14,9 @@ from data.extra import balance
 from data.labels import decode_soft_label
 from data.shards import read_manifest
 from data.sources import ImageFolderSource, SourceError
+from tests.helpers import read_samples
 
-from .conftest import BUILD, SIZE, read_samples, variant_cfgs
+from .conftest import BUILD, SIZE, variant_cfgs
 
 
 @pytest.mark.parametrize("name", ["randaug", "mixup", "inpaint", "extra", "val"])

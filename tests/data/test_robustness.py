@@ -20,8 +20,9 @@ from data.builder import build_sets
 from data.shards import read_manifest
 from data.sources import ImageFolderSource
 from teachers import build_model, create_teacher, save_teacher
+from tests.helpers import read_samples, write_digit_folder
 
-from .conftest import read_samples, rgb, write_digit_folder
+from .conftest import rgb
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -23,8 +23,9 @@ from data.datamodule import DistillDataModule
 from data.shards import ManifestError, read_manifest
 from data.sources import ImageFolderSource
 from data.stream import loader, train_pipeline, val_pipeline
+from tests.helpers import write_set
 
-from .conftest import rgb, set_keys, write_set
+from .conftest import rgb, set_keys
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -18,8 +18,7 @@ from torch import nn
 from common.images import decode_jpeg
 from data.datamodule import DistillDataModule
 from data.shards import read_manifest
-
-from .conftest import read_samples
+from tests.helpers import read_samples
 
 
 def test_mixing_1_1_2_gives_25_25_50_percent(built):

@@ -1,4 +1,6 @@
-"""Composed configs and a small, real digits cache (shards + trained teacher) shared by the tests."""
+"""Composed configs and real digits caches shared by the tests: ``tiny_cache`` (a few dozen
+images per set labelled by a random-init teacher: seconds) for the fast tier, ``digits_cache``
+(a trained teacher and every set at test scale: minutes) for the slow end-to-end runs."""
 
 from __future__ import annotations
 
@@ -9,8 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
-REPO = CONF.parent
+from tests.helpers import CONF, save_random_teacher
 
 # The embedded default, shrunk for tests: a shorter teacher recipe and fewer replicas.
 SMALL_DATA = [
@@ -58,6 +59,37 @@ def digits_cache(tmp_path_factory) -> list[str]:
     c["mode"] = "offline"
     ensure_data(c)
     return [*overrides, *ON_CACHE]
+
+
+# About 64 real digits per split at 32 px: one RandAugment replica to train on (set mixing is the
+# data tests' business), the raw set for online mode and validation, in shards of 32.
+TINY_DATA = [
+    "digits.fractions={labelled:0.04,pool:0.04,val:0.036}",
+    "data.train_sets={randaug:1,mixup:0,extra:0}",
+    "variants.randaug.replicas=1",
+    "teacher.train_if_missing=false",
+    "build.progress=false",
+    "build.num_workers=0",
+    "build.shard_size=32",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory) -> list[str]:
+    """Every digits set (offline, online raw, validation) built by the project's builder from
+    about 64 real images each, labelled by a random-init ``timm:resnet10t`` saved where the
+    digits teacher is cached (so nothing is trained); returns the overrides to use."""
+    from distill.app import ensure_data
+
+    cache = tmp_path_factory.mktemp("tiny_cache")
+    overrides = [f"paths.cache={cache}", *TINY_DATA, *ON_CACHE]
+    cfg = compose_train(["+student=mnv4_conv_s", "mode=online", *overrides], cache / "out")
+    c = OmegaConf.to_container(cfg, resolve=True)
+    save_random_teacher(Path(c["teacher"]["cache_path"]))
+    ensure_data(c)  # raw and val
+    c["mode"] = "offline"
+    ensure_data(c)  # randaug
+    return overrides
 
 
 @pytest.fixture

@@ -12,8 +12,9 @@ import pytest
 
 import students
 from distill.app import run
+from tests.helpers import REPO, run_module
 
-from .conftest import REPO, compose_train
+from .conftest import compose_train
 
 pytestmark = pytest.mark.slow
 
@@ -23,14 +24,7 @@ def _results(out: Path) -> dict:
 
 
 def _cli(args: list[str], env: dict | None = None, timeout: int = 600):
-    return subprocess.run(
-        [sys.executable, "-m", "distill", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
+    return run_module("distill", args, env, timeout)
 
 
 @pytest.mark.parametrize("name", students.list_models())

@@ -11,8 +11,9 @@ from omegaconf import OmegaConf
 
 import students
 from distill.app import UsageError, check_command_line, student_options
+from tests.helpers import CONF, REPO
 
-from .conftest import CONF, REPO, compose_train
+from .conftest import compose_train
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 

@@ -18,10 +18,10 @@ from .conftest import compose_train
 
 
 @pytest.fixture(scope="module")
-def cfg(digits_cache, tmp_path_factory):
+def cfg(tiny_cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("module_out")
     return OmegaConf.to_container(
-        compose_train(["+student=mnv4_conv_s", *digits_cache], out), resolve=True
+        compose_train(["+student=mnv4_conv_s", *tiny_cache], out), resolve=True
     )
 
 

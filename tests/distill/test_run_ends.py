@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,8 +17,9 @@ import torch
 from distill.app import UsageError, run
 from distill.checkpoints import CheckpointError, resolve_resume
 from distill.logs import RunCSVLogger
+from tests.helpers import run_module
 
-from .conftest import REPO, compose_train
+from .conftest import compose_train
 
 
 def _results(out: Path) -> dict:
@@ -232,14 +232,7 @@ def test_same_seed_same_losses(digits_cache, tmp_path, env_no_wandb):
 
 
 def _cli(args: list[str], env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "distill", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **env},
-    )
+    return run_module("distill", args, env, timeout)
 
 
 @pytest.mark.slow

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 
 import pytest
@@ -11,6 +10,7 @@ from safetensors.torch import save_file
 
 import students
 from students import CheckpointError
+from tests.helpers import CodeRunningPickle
 
 
 @pytest.fixture(scope="module")
@@ -80,22 +80,12 @@ def test_truncated_checkpoint_names_the_file(tmp_path, conv_s_timm):
         students.create_model("mnv4_conv_s", checkpoint=path)
 
 
-class _CreatesFile:
-    """A pickle payload that would create a file when unpickled."""
-
-    def __init__(self, target: str) -> None:
-        self.target = target
-
-    def __reduce__(self):
-        return (os.mkdir, (self.target,))
-
-
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickle_that_runs_code_is_refused_and_never_runs(tmp_path):
     target = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
     with open(path, "wb") as f:
-        pickle.dump({"conv_stem.weight": _CreatesFile(str(target))}, f)
+        pickle.dump({"conv_stem.weight": CodeRunningPickle(str(target))}, f)
     with pytest.raises(CheckpointError, match="evil.pth.*weights_only"):
         students.create_model("mnv4_conv_s", checkpoint=path)
     assert not target.exists()

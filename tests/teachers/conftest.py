@@ -45,7 +45,7 @@ def messy_digit_folder(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     No ``unlabelled/``: the README calls it optional. Returns the root and, for each bad input
     (relative to the root), the reason both tools must give.
     """
-    from tests.data.conftest import write_digit_folder
+    from tests.helpers import write_digit_folder
 
     root = tmp_path_factory.mktemp("messy_digits")
     write_digit_folder(root / "train", per_class=3, size=32)
@@ -69,7 +69,7 @@ def messy_digit_folder(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 @pytest.fixture(scope="session")
 def digit_root(tmp_path_factory) -> Path:
     """A clean ``dataset=folder`` root (10 digit classes in train/ and val/), no unlabelled/."""
-    from tests.data.conftest import write_digit_folder
+    from tests.helpers import write_digit_folder
 
     root = tmp_path_factory.mktemp("digit_root")
     write_digit_folder(root / "train", per_class=2, size=32)
@@ -80,10 +80,6 @@ def digit_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def project_teacher(tmp_path_factory) -> Path:
     """A 10-class ``timm:resnet10t`` teacher checkpoint written by this project (no hub)."""
-    from teachers import build_model, save_teacher
+    from tests.helpers import save_random_teacher
 
-    torch.manual_seed(0)
-    built = build_model("timm:resnet10t", num_classes=10, pretrained=False)
-    built.classes = [str(i) for i in range(10)]
-    out = tmp_path_factory.mktemp("project_teacher") / "digits10.safetensors"
-    return save_teacher(built, "timm:resnet10t", out)
+    return save_random_teacher(tmp_path_factory.mktemp("project_teacher") / "digits10.safetensors")

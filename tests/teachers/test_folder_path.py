@@ -20,9 +20,8 @@ from data.sources import SourceError
 from data.teacher_setup import MissingTeacherError
 from teachers import read_teacher_metadata
 from teachers.train import main as teacher_cli
+from tests.helpers import CONF, REPO, run_module
 
-REPO = Path(__file__).resolve().parents[2]
-CONF = REPO / "conf"
 SMALL = [
     "image_size=32",
     "raw_size=32",
@@ -73,9 +72,7 @@ def test_teacher_cli_skips_bad_files_lists_them_and_keeps_the_empty_class(
 
 
 def _run(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
-    )
+    return run_module(args[0], args[1:], timeout=timeout)
 
 
 @pytest.mark.slow
@@ -95,12 +92,7 @@ def test_readme_folder_flow_teacher_cli_then_build_lists_the_same_files(
             "dataset=folder",
             f"data_root={root}",
             f"teacher.checkpoint={ckpt}",
-            "image_size=32",
-            "raw_size=32",
-            "variants.randaug.replicas=1",
-            "variants.mixup.replicas=1",
-            "build.num_workers=0",
-            "build.progress=false",
+            *SMALL,
             f"paths.cache={tmp_path / 'cache'}",
             f"hydra.run.dir={tmp_path / 'hydra'}",
         ]

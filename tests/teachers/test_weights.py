@@ -13,6 +13,7 @@ import torch
 
 from students import CheckpointError
 from teachers import TeacherWeightsUnavailable, create_teacher
+from tests.helpers import CodeRunningPickle
 
 
 def test_safetensors_and_pth_give_the_same_teacher(teacher_files, images):
@@ -21,20 +22,12 @@ def test_safetensors_and_pth_give_the_same_teacher(teacher_files, images):
     torch.testing.assert_close(a(images), b(images), atol=0, rtol=0)
 
 
-class _Payload:
-    def __init__(self, target: str) -> None:
-        self.target = target
-
-    def __reduce__(self):
-        return (os.mkdir, (self.target,))
-
-
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickle_with_code_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "created_by_pickle"
     path = tmp_path / "teacher.pth"
     with open(path, "wb") as f:
-        pickle.dump({"state_dict": {"conv1.weight": _Payload(str(marker))}}, f)
+        pickle.dump({"state_dict": {"conv1.weight": CodeRunningPickle(str(marker))}}, f)
     with pytest.raises(CheckpointError, match="refused to load .*teacher.pth"):
         create_teacher("timm:resnet10t", checkpoint=path)
     assert not marker.exists()
