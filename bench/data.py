@@ -95,7 +95,12 @@ def streaming(repeats: int, n: int, workers: int = 2, batch: int = 64) -> dict:
             str(tmp / "folder"), transform=v2.Compose([v2.PILToTensor(), v2.RandomHorizontalFlip()])
         )
         dm = DistillDataModule(
-            tmp / "shards", {"bench": 1}, "bench", batch, workers, samples_per_epoch=n
+            tmp / "shards",
+            {"bench": 1},
+            "bench",
+            batch_size=batch,
+            num_workers=workers,
+            samples_per_epoch=n,
         )
 
         def epoch_folder():

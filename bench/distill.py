@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from bench.common import interleaved_medians, quick, table, write_result
+from distill.config import module_kwargs
 from distill.module import DistillModule
 from teachers import create_teacher
 
@@ -46,8 +47,10 @@ def _step(module: DistillModule, batch: dict):
 def _online_cost_one(spec: str, repeats: int, batch: int, res: int) -> dict:
     torch.manual_seed(0)
     teacher = create_teacher(spec, pretrained=False, num_classes=1000, channels_last=True)
-    offline = DistillModule("mnv4_conv_s", 1000, mode="offline", ema={"decay": 0})
-    online = DistillModule("mnv4_conv_s", 1000, teacher, mode="online", loss={"kind": "kl"})
+    offline = DistillModule("mnv4_conv_s", 1000, mode="offline", **module_kwargs(ema={"decay": 0}))
+    online = DistillModule(
+        "mnv4_conv_s", 1000, teacher, mode="online", **module_kwargs(loss={"kind": "kl"})
+    )
     online.student.load_state_dict(offline.student.state_dict())
     view = torch.rand(batch, 3, res, res)
     x = ((view - offline.mean) / offline.std).contiguous(memory_format=torch.channels_last)

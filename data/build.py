@@ -15,6 +15,8 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from data.config import register_build_configs
+
 log = logging.getLogger("data.build")
 
 
@@ -164,6 +166,9 @@ def _config_errors() -> tuple[type[Exception], ...]:
     from data.teacher_setup import MissingTeacherError
 
     return (BuildConfigError, SourceError, MissingTeacherError)
+
+
+register_build_configs()  # conf/build.yaml names build_schema (data/config.py)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="build")

@@ -34,6 +34,10 @@ class DistillDataModule(L.LightningDataModule):
         online: for online mode: ``set`` (raw set name), ``crop_size``, ``crop_scale``.
         flip: random horizontal flip of training images.
         seed: base seed for shard sampling, mixing and flips (distinct per rank and worker).
+        shuffle_buffer: training samples shuffled across shards.
+        val_batch_size: validation batch size (default: ``batch_size``).
+
+    ``python -m distill`` passes every argument from conf/train.yaml's ``data`` section.
     """
 
     def __init__(
@@ -41,8 +45,9 @@ class DistillDataModule(L.LightningDataModule):
         root: str | Path,
         train_sets: dict[str, float],
         val_set: str,
-        batch_size: int = 64,
-        num_workers: int = 2,
+        *,
+        batch_size: int,
+        num_workers: int,
         samples_per_epoch: int | None = None,
         mode: str = "offline",
         online: dict | None = None,

@@ -1,10 +1,11 @@
 """``run(cfg)``: the distillation job, top to bottom.
 
-1. check the command line (``+student=``, no ``-m`` with DDP);
-2. data: build the configured shard sets if they are missing (training the teacher first if it
-   is missing too: the embedded default does both on a fresh machine);
-3. distil the student; 4. train the from-labels baseline on the same budget (embedded default);
-5. print the summary, write ``results.json``, export the student (safetensors + ONNX).
+1. ``start_run``: check the command line (``+student=``, no ``-m`` with DDP) and the values;
+2. ``prepare_data``: build the configured shard sets if they are missing (training the teacher
+   first if it is missing too: the embedded default does both on a fresh machine);
+3. ``distil`` the student; 4. ``train_baseline``: the from-labels baseline on the same budget;
+5. ``finish_run``: export the student (safetensors + ONNX), write ``results.json``, print the
+   summary.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import students
+from common.files import wait_for_files
 from data.build import BuildConfigError
 from data.sources import SourceError
 from data.teacher_setup import MissingTeacherError
 from distill.checkpoints import resolve_resume
+from distill.config import check_schema
 from distill.preemption import install_sigterm_escape
 from distill.summary import (
     build_skips,
@@ -64,6 +67,12 @@ def check_command_line(cfg: DictConfig) -> None:
             "choose a student with +student=<name> (note the +), e.g. "
             f"python -m distill +student=mnv4_conv_s. Choices: {', '.join(student_options())}"
         )
+    try:
+        check_schema(cfg)
+    except ValueError as e:
+        raise UsageError(
+            f"{e} (a misspelt or extra key? python -m distill --cfg job shows all)"
+        ) from None
     name = cfg.student.name
     if name not in students.list_models():
         raise UsageError(f"student.name={name!r} unknown; available: {students.list_models()}")
@@ -196,11 +205,8 @@ def ensure_data(c: dict) -> None:
             "or set data.build_if_missing=true"
         )
     if not _is_launcher_rank_zero():
-        deadline = time.time() + 24 * 3600
-        while any(not (root / n / "manifest.json").is_file() for n in missing):
-            if time.time() > deadline:
-                raise TimeoutError(f"waited a day for rank 0 to build {missing}")
-            time.sleep(5)
+        manifests = [root / n / "manifest.json" for n in missing]
+        wait_for_files(manifests, 24 * 3600, f"waited a day for rank 0 to build {missing}", 5)
         return
     log.info("building shard sets %s under %s", missing, root)
     reports = build_from_config(c, missing, out_dir=root)
@@ -231,29 +237,56 @@ def train_student(
 
     ``resume`` is a checked (checkpoint path, its step) pair, or (None, 0) for a fresh run.
     """
+    from distill.logs import make_loggers
+    from distill.preemption import fit_or_preempted
+
+    dm.prepare()
+    module = make_module(c, dm.num_classes, teacher, mode)
+    best, last, callbacks = make_callbacks(c, dm, out, mode)
+    ckpt_path, resume_step = resume
+    out.mkdir(parents=True, exist_ok=True)  # W&B looks for it when it starts
+    loggers = make_loggers(c, out, run_name, resume_step if ckpt_path else None)
+    trainer = make_trainer(c, out, loggers, callbacks)
+    start = time.perf_counter()
+    fit_or_preempted(
+        trainer, module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True, checkpoint=last.path
+    )
+    wall = time.perf_counter() - start
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    write_rank_record(out, trainer, metrics, module)
+    close_loggers(c, loggers)
+    return {
+        "metrics": metrics,
+        "wall_s": round(wall, 1),
+        "best_checkpoint": best.best_model_path,
+        "last_checkpoint": str(last.path),
+        "global_step": trainer.global_step,
+        "module": module,
+        "trainer": trainer,
+    }
+
+
+def make_module(c: dict, num_classes: int, teacher, mode: str):
+    """The ``DistillModule`` of the config's sections; labels mode uses the baseline's smoothing."""
+    from dataclasses import replace
+
+    from distill.config import module_sections
+    from distill.module import DistillModule
+
+    sections = module_sections(c)
+    if mode == "labels":
+        smoothing = c["baseline"]["label_smoothing"]
+        sections["loss"] = replace(sections["loss"], label_smoothing=smoothing)
+    return DistillModule(c["student"]["name"], num_classes, teacher, mode=mode, **sections)
+
+
+def make_callbacks(c: dict, dm, out: Path, mode: str) -> tuple:
+    """(best checkpoint, last checkpoint, every callback of the fit)."""
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
     from distill.callbacks import SampleGrids
     from distill.checkpoints import LastCheckpoint
-    from distill.logs import make_loggers
-    from distill.module import DistillModule
-    from distill.preemption import fit_or_preempted
 
-    dm.prepare()
-    loss = dict(c["loss"])
-    if mode == "labels":
-        loss = {**loss, "label_smoothing": c["baseline"]["label_smoothing"]}
-    module = DistillModule(
-        c["student"]["name"],
-        dm.num_classes,
-        teacher,
-        mode=mode,
-        loss=loss,
-        optimizer=c["optimizer"],
-        schedule=c["schedule"],
-        model={k: v for k, v in c["student"].items() if k != "name"} | c["model"],
-        ema=c["ema"],
-    )
     ckpt_dir = out / "checkpoints"
     best = ModelCheckpoint(
         dirpath=str(ckpt_dir),
@@ -266,17 +299,11 @@ def train_student(
     callbacks = [best, last, LearningRateMonitor("step")]
     if mode != "online":
         callbacks.append(SampleGrids(dm.root, list(dm.train_sets)))
-    ckpt_path, resume_step = resume
-    out.mkdir(parents=True, exist_ok=True)  # W&B looks for it when it starts
-    loggers = make_loggers(c, out, run_name, resume_step if ckpt_path else None)
-    trainer = make_trainer(c, out, loggers, callbacks)
-    start = time.perf_counter()
-    fit_or_preempted(
-        trainer, module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True, checkpoint=last.path
-    )
-    wall = time.perf_counter() - start
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    # every rank records what it did: equal steps and identical (synced) metrics across ranks
+    return best, last, callbacks
+
+
+def write_rank_record(out: Path, trainer, metrics: dict, module) -> None:
+    """Every rank records what it did: equal steps and identical (synced) metrics across ranks."""
     rank_dir = out / "ranks"
     rank_dir.mkdir(parents=True, exist_ok=True)
     (rank_dir / f"rank{trainer.global_rank}.json").write_text(
@@ -289,21 +316,15 @@ def train_student(
             }
         )
     )
+
+
+def close_loggers(c: dict, loggers: list) -> None:
     for logger in loggers:
         logger.finalize("success")
     if "wandb" in c.get("logger", {}):
         from distill.wandb import finish
 
         finish()
-    return {
-        "metrics": metrics,
-        "wall_s": round(wall, 1),
-        "best_checkpoint": best.best_model_path,
-        "last_checkpoint": str(last.path),
-        "global_step": trainer.global_step,
-        "module": module,
-        "trainer": trainer,
-    }
 
 
 def datamodule(c: dict, train_sets: dict, mode: str, samples_per_epoch: int | None):
@@ -319,13 +340,15 @@ def datamodule(c: dict, train_sets: dict, mode: str, samples_per_epoch: int | No
         d["root"],
         train_sets,
         d["val_set"],
-        d["batch_size"],
-        d["num_workers"],
-        samples_per_epoch,
-        "online" if online else "offline",
-        d.get("online") if online else None,
-        d.get("flip", True),
-        c["seed"],
+        batch_size=d["batch_size"],
+        num_workers=d["num_workers"],
+        samples_per_epoch=samples_per_epoch,
+        mode="online" if online else "offline",
+        online=d["online"] if online else None,
+        flip=d["flip"],
+        seed=c["seed"],
+        shuffle_buffer=d["shuffle_buffer"],
+        val_batch_size=d["val_batch_size"],
     )
 
 
@@ -350,62 +373,89 @@ def _drop_litlogger_tip(record: logging.LogRecord) -> bool:
 
 
 def run(cfg: DictConfig) -> float:
-    """The whole job; returns the monitored validation metric (for sweeps and Optuna)."""
+    """The whole job, the steps of the module docstring; returns the monitored validation metric
+    (for sweeps and Optuna)."""
+    wall_start = time.perf_counter()
+    c = start_run(cfg)  # 1.
+    out = Path(c["paths"]["output_dir"])
+    resume = resolve_resume(c.get("ckpt_path"), out / "checkpoints", c["student"]["name"])
+    prepare_data(c)  # 2.
+    dm, result = distil(c, out, resume)  # 3.
+    summary = run_summary(c, dm, result, out)
+    summary.update(train_baseline(c, dm, result["trainer"], out))  # 4.
+    if result["trainer"].is_global_zero:  # 5.
+        finish_run(c, summary, result, dm, out, wall_start)
+    return float(result["metrics"].get(c["checkpoint"]["monitor"], 0.0))
+
+
+def start_run(cfg: DictConfig) -> dict:
+    """Check the command line and values, quiet the libraries, seed; the resolved config."""
     check_command_line(cfg)
     _quiet_libraries()
     install_sigterm_escape()
     replace_dict_overrides(cfg)
-    from data.teacher_setup import teacher_from_config
-
-    wall_start = time.perf_counter()
     c = OmegaConf.to_container(cfg, resolve=True)
     check_values(c)
-    out = Path(c["paths"]["output_dir"])
-    name = c["student"]["name"]
-    resume = resolve_resume(c.get("ckpt_path"), out / "checkpoints", name)
-    out.mkdir(parents=True, exist_ok=True)
+    Path(c["paths"]["output_dir"]).mkdir(parents=True, exist_ok=True)
     L.seed_everything(c["seed"], workers=True, verbose=False)
     torch.set_float32_matmul_precision(c["matmul_precision"])
+    return c
 
+
+def prepare_data(c: dict) -> None:
+    """``ensure_data``, with config mistakes as one-line usage errors."""
     try:
         ensure_data(c)
     except (BuildConfigError, SourceError, MissingTeacherError) as e:
         raise UsageError(str(e)) from None
+
+
+def distil(c: dict, out: Path, resume: tuple[str | None, int]) -> tuple:
+    """Distil the student (the teacher loaded only when the loss needs it): (datamodule, result)."""
+    from data.teacher_setup import teacher_from_config
+
     d = c["data"]
-    dm = datamodule(c, d["train_sets"], c["mode"], d.get("samples_per_epoch"))
+    dm = datamodule(c, d["train_sets"], c["mode"], d["samples_per_epoch"])
     dm.prepare()
     teacher = None
-    if c["mode"] == "online" or c["loss"].get("feature_weight", 0) > 0:
+    if c["mode"] == "online" or c["loss"]["feature_weight"] > 0:
         teacher = teacher_from_config(c["teacher"], num_classes=dm.num_classes)
-    run_name = c.get("run_name") or f"{name}-{c['mode']}"
-    result = train_student(c, dm, teacher, out, run_name, c["mode"], resume)
-    trainer = result["trainer"]
-    summary = run_summary(c, dm, result, out)
+    return dm, train_student(c, dm, teacher, out, _run_name(c), c["mode"], resume)
 
-    world = trainer.world_size
-    if c.get("baseline", {}).get("enabled") and world == 1 and trainer.is_global_zero:
-        samples = d.get("samples_per_epoch") or dm.steps_per_epoch(1) * d["batch_size"]
-        base_dm = datamodule(c, c["baseline"]["train_sets"], "offline", samples)
-        L.seed_everything(c["seed"], workers=True, verbose=False)
-        base_out = out / "baseline"
-        base_resume = (None, 0)
-        if c.get("ckpt_path") == "last" and (base_out / "checkpoints" / "last.ckpt").is_file():
-            base_resume = resolve_resume("last", base_out / "checkpoints", name)
-        base = train_student(
-            c, base_dm, None, base_out, f"{run_name}-baseline", "labels", base_resume
-        )
-        summary["baseline_metrics"] = base["metrics"]
-        summary["baseline_wall_s"] = base["wall_s"]
-    elif c.get("baseline", {}).get("enabled") and world > 1:
+
+def _run_name(c: dict) -> str:
+    return c.get("run_name") or f"{c['student']['name']}-{c['mode']}"
+
+
+def train_baseline(c: dict, dm, trainer, out: Path) -> dict:
+    """The from-labels baseline on the distillation run's budget (single-device jobs only)."""
+    if not c["baseline"]["enabled"]:
+        return {}
+    if trainer.world_size > 1:
         log.warning("baseline run skipped: it runs on single-device jobs only")
+        return {}
+    if not trainer.is_global_zero:
+        return {}
+    d, name = c["data"], c["student"]["name"]
+    samples = d["samples_per_epoch"] or dm.steps_per_epoch(1) * d["batch_size"]
+    base_dm = datamodule(c, c["baseline"]["train_sets"], "offline", samples)
+    L.seed_everything(c["seed"], workers=True, verbose=False)
+    base_out = out / "baseline"
+    base_resume = (None, 0)
+    if c.get("ckpt_path") == "last" and (base_out / "checkpoints" / "last.ckpt").is_file():
+        base_resume = resolve_resume("last", base_out / "checkpoints", name)
+    run_name = f"{_run_name(c)}-baseline"
+    base = train_student(c, base_dm, None, base_out, run_name, "labels", base_resume)
+    return {"baseline_metrics": base["metrics"], "baseline_wall_s": base["wall_s"]}
 
-    if trainer.is_global_zero:
-        if c["export"]["enabled"]:
-            summary["exports"] = export_run(c, result, dm, out)
-        summary["total_wall_s"] = round(time.perf_counter() - wall_start, 1)
-        write_json(out / "results.json", summary)
-        print(format_summary(summary))
-    return float(result["metrics"].get(c["checkpoint"]["monitor"], 0.0))
+
+def finish_run(c: dict, summary: dict, result: dict, dm, out: Path, wall_start: float) -> None:
+    """Export the student, write ``results.json`` and print the summary (rank 0)."""
+    if c["export"]["enabled"]:
+        summary["exports"] = export_run(c, result, dm, out)
+    summary["total_wall_s"] = round(time.perf_counter() - wall_start, 1)
+    write_json(out / "results.json", summary)
+    print(format_summary(summary))
 
 
 def run_summary(c: dict, dm, result: dict, out: Path) -> dict:

@@ -11,6 +11,7 @@ mixing happen on the device in ``on_after_batch_transfer``.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 import lightning as L
 import torch
@@ -24,18 +25,21 @@ from torchmetrics.classification import MulticlassAccuracy
 import students
 from common.norm import IMAGENET_MEAN, IMAGENET_STD
 from common.schedule import warmup_cosine
+from data.augment import extreme_mixup
+from distill.config import (
+    EmaConfig,
+    LossConfig,
+    ModelConfig,
+    OptimizerConfig,
+    ScheduleConfig,
+    as_dict,
+    section,
+)
 from distill.holder import TeacherHolder
 from distill.losses import kd_loss
 from teachers import FrozenTeacher
 
 MAX_SKIP_REASONS = 20
-
-
-def extreme_mixup(images: torch.Tensor, alpha: float = 1.0) -> tuple[torch.Tensor, float]:
-    """One a ~ Beta(alpha, alpha) per batch, a = max(a, 1 - a); partner = the batch rolled by 1."""
-    a = float(torch.distributions.Beta(alpha, alpha).sample())
-    a = max(a, 1.0 - a)
-    return a * images + (1.0 - a) * images.roll(1, dims=0), a
 
 
 def ema_update(decay: float, warmup: bool = True):
@@ -70,12 +74,9 @@ class DistillModule(L.LightningModule):
         teacher: a ``FrozenTeacher``; required for online mode and feature distillation.
         mode: ``"offline"`` (stored labels), ``"online"`` (teacher in the loop) or ``"labels"``
             (ground truth only: the from-labels baseline).
-        loss: ``kind`` (soft_ce | kl), ``temperature``, ``kd_weight``, ``gt_weight``,
-            ``label_smoothing``, ``feature_weight``, ``mixup_alpha`` (online mode).
-        optimizer: ``lr``, ``weight_decay``, ``betas``, ``eps`` (AdamW; no decay on norms/biases).
-        schedule: ``warmup_steps`` (or ``warmup_fraction``), ``min_lr_ratio``.
-        model: ``drop_rate``, ``drop_path_rate``, ``channels_last``, ``compile``.
-        ema: ``decay`` (0 disables the student-only EMA).
+        loss, optimizer, schedule, model, ema: the config sections of the same names
+            (``distill.config``: ``LossConfig``... or mappings with exactly their keys); every
+            value comes from conf/ (``distill.config.module_sections``), none is defaulted here.
         mean, std: the student's input normalisation.
     """
 
@@ -84,81 +85,99 @@ class DistillModule(L.LightningModule):
         student: str,
         num_classes: int,
         teacher: FrozenTeacher | None = None,
-        mode: str = "offline",
-        loss: dict | None = None,
-        optimizer: dict | None = None,
-        schedule: dict | None = None,
-        model: dict | None = None,
-        ema: dict | None = None,
+        *,
+        mode: str,
+        loss: LossConfig | Mapping,
+        optimizer: OptimizerConfig | Mapping,
+        schedule: ScheduleConfig | Mapping,
+        model: ModelConfig | Mapping,
+        ema: EmaConfig | Mapping,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["teacher"])
         if mode not in ("offline", "online", "labels"):
             raise ValueError(f"mode must be offline, online or labels, got {mode!r}")
         self.mode = mode
-        self.loss_cfg = {
-            "kind": "soft_ce",
-            "temperature": 1.0,
-            "kd_weight": 1.0,
-            "gt_weight": 0.0,
-            "label_smoothing": 0.0,
-            "feature_weight": 0.0,
-            "mixup_alpha": 1.0,
-            **(loss or {}),
-        }
-        self.optim_cfg = {
-            "lr": 2e-3,
-            "weight_decay": 0.05,
-            "betas": (0.9, 0.999),
-            "eps": 1e-8,
-            **(optimizer or {}),
-        }
-        self.sched_cfg = {"warmup_fraction": 0.05, "min_lr_ratio": 1e-3, **(schedule or {})}
-        model = {
-            "drop_rate": None,
-            "drop_path_rate": 0.0,
-            "channels_last": True,
-            "compile": False,
-            **(model or {}),
-        }
-        self.compile_student = bool(model.pop("compile"))
-        self.student = students.create_model(student, num_classes=num_classes, **model)
+        self.loss_cfg = section(LossConfig, loss)
+        self.optim_cfg = section(OptimizerConfig, optimizer)
+        self.sched_cfg = section(ScheduleConfig, schedule)
+        model_cfg, ema_cfg = section(ModelConfig, model), section(EmaConfig, ema)
+        # plain containers only: resume loads checkpoints with weights_only=True
+        self.save_hyperparameters(
+            {
+                "student": student,
+                "num_classes": num_classes,
+                "mode": mode,
+                **{k: as_dict(v) for k, v in self._sections(model_cfg, ema_cfg).items()},
+                "mean": tuple(mean),
+                "std": tuple(std),
+            }
+        )
+        self.compile_student = model_cfg.compile
+        self.student = students.create_model(
+            student,
+            num_classes=num_classes,
+            drop_rate=model_cfg.drop_rate,
+            drop_path_rate=model_cfg.drop_path_rate,
+            channels_last=model_cfg.channels_last,
+        )
         self.holder = TeacherHolder(teacher)
-        if mode == "online" and not teacher:
+        self._check_teacher(teacher, num_classes)
+        self.projection = self._make_projection(teacher)
+        self.ema = self._make_ema(ema_cfg)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self._make_metrics(num_classes)
+        self.train_skipped = 0
+        self.skip_reasons: list[tuple[str, str]] = []  # the first MAX_SKIP_REASONS, by sample
+        self._skipped_all_ranks: int | None = None
+        self._tick: float | None = None
+
+    def _sections(self, model: ModelConfig, ema: EmaConfig) -> dict:
+        return {
+            "loss": self.loss_cfg,
+            "optimizer": self.optim_cfg,
+            "schedule": self.sched_cfg,
+            "model": model,
+            "ema": ema,
+        }
+
+    def _check_teacher(self, teacher: FrozenTeacher | None, num_classes: int) -> None:
+        if self.mode == "online" and not teacher:
             raise ValueError("online distillation needs a teacher")
         if teacher is not None and teacher.num_classes != num_classes:
             raise ValueError(
                 f"teacher {teacher.info.spec} has {teacher.num_classes} classes but the student "
                 f"and data have {num_classes}"
             )
-        self.projection = None
-        if self.loss_cfg["feature_weight"] > 0:
-            if teacher is None or mode != "online":
-                raise ValueError("feature distillation needs the online teacher (mode=online)")
-            dim = teacher.pre_logits_dim()
-            self.projection = nn.Linear(self.student.head_hidden_size, dim)  # 1280 -> teacher
-        ema = {"decay": 0.0, "warmup": True, **(ema or {})}
-        self.ema = None
-        if ema["decay"] > 0:
-            self.ema = AveragedModel(
-                self.student,
-                multi_avg_fn=ema_update(float(ema["decay"]), bool(ema["warmup"])),
-                use_buffers=True,
-            )
-            self.ema.requires_grad_(False)
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def _make_projection(self, teacher: FrozenTeacher | None) -> nn.Linear | None:
+        """Feature distillation: the student's 1280-d pre-logits -> the teacher's width."""
+        if self.loss_cfg.feature_weight <= 0:
+            return None
+        if teacher is None or self.mode != "online":
+            raise ValueError("feature distillation needs the online teacher (mode=online)")
+        return nn.Linear(self.student.head_hidden_size, teacher.pre_logits_dim())
+
+    def _make_ema(self, ema: EmaConfig) -> AveragedModel | None:
+        """The student-only EMA (``decay`` 0: none)."""
+        if ema.decay <= 0:
+            return None
+        averaged = AveragedModel(
+            self.student,
+            multi_avg_fn=ema_update(float(ema.decay), bool(ema.warmup)),
+            use_buffers=True,
+        )
+        averaged.requires_grad_(False)
+        return averaged
+
+    def _make_metrics(self, num_classes: int) -> None:
         metrics = {"top1": _accuracy(num_classes, 1), "top5": _accuracy(num_classes, 5)}
         self.val_metrics = MetricCollection(metrics, prefix="val/")
         self.val_ema = self.val_metrics.clone(prefix="val/ema_") if self.ema is not None else None
         self.val_agree = MeanMetric()
         self.val_kl = MeanMetric()
-        self.train_skipped = 0
-        self.skip_reasons: list[tuple[str, str]] = []  # the first MAX_SKIP_REASONS, by sample
-        self._skipped_all_ranks: int | None = None
-        self._tick: float | None = None
 
     # -- teacher placement -----------------------------------------------------------------
     @property
@@ -174,7 +193,7 @@ class DistillModule(L.LightningModule):
         """uint8 images -> [0, 1] floats (``view``) -> normalised student input (``image``)."""
         view = batch["image"].float().div_(255)
         if self.training and self.mode == "online":
-            view, batch["mix_weight"] = extreme_mixup(view, self.loss_cfg["mixup_alpha"])
+            view, batch["mix_weight"] = extreme_mixup(view, self.loss_cfg.mixup_alpha)
         batch["view"] = view
         x = (view - self.mean) / self.std
         if self.student.channels_last:
@@ -187,7 +206,7 @@ class DistillModule(L.LightningModule):
 
     def _targets(self, batch: dict) -> torch.Tensor | None:
         """Teacher probabilities for this batch: stored (offline) or computed now (online)."""
-        t = self.loss_cfg["temperature"]
+        t = self.loss_cfg.temperature
         if self.mode == "online" or ("soft" not in batch and self.teacher is not None):
             return self.teacher.probs(batch["view"], t)
         soft = batch.get("soft")
@@ -204,31 +223,31 @@ class DistillModule(L.LightningModule):
             )
             logits = self.student.classify(pre)
             probs, target_features = self.teacher.probs_and_pre_logits(
-                batch["view"], cfg["temperature"]
+                batch["view"], cfg.temperature
             )
         else:
             logits = self.student(batch["image"])
         loss = torch.zeros((), device=self.device)
-        if self.mode != "labels" and cfg["kd_weight"] > 0:
+        if self.mode != "labels" and cfg.kd_weight > 0:
             if probs is None:
                 probs = self._targets(batch)
-            loss_kd = kd_loss(cfg["kind"], logits, probs, cfg["temperature"])
-            loss = loss + cfg["kd_weight"] * loss_kd
+            loss_kd = kd_loss(cfg.kind, logits, probs, cfg.temperature)
+            loss = loss + cfg.kd_weight * loss_kd
             self.log("train/loss_kd", loss_kd)
-        gt_weight = 1.0 if self.mode == "labels" else cfg["gt_weight"]
+        gt_weight = 1.0 if self.mode == "labels" else cfg.gt_weight
         if gt_weight > 0:
             known = batch["label"] >= 0
             if known.any():
                 loss_gt = F.cross_entropy(
                     logits[known].float(),
                     batch["label"][known],
-                    label_smoothing=cfg["label_smoothing"],
+                    label_smoothing=cfg.label_smoothing,
                 )
                 loss = loss + gt_weight * loss_gt
                 self.log("train/loss_gt", loss_gt)
         if target_features is not None:
             loss_feat = F.mse_loss(self.projection(pre.float()), target_features)
-            loss = loss + cfg["feature_weight"] * loss_feat
+            loss = loss + cfg.feature_weight * loss_feat
             self.log("train/loss_feature", loss_feat)
         skipped = batch.get("skipped", [])
         self.train_skipped += len(skipped)
@@ -311,15 +330,13 @@ class DistillModule(L.LightningModule):
     def configure_optimizers(self):
         cfg = self.optim_cfg
         modules = nn.ModuleList([self.student] + ([self.projection] if self.projection else []))
-        groups = param_groups_weight_decay(modules, cfg["weight_decay"])
-        optimizer = torch.optim.AdamW(
-            groups, lr=cfg["lr"], betas=tuple(cfg["betas"]), eps=cfg["eps"]
-        )
+        groups = param_groups_weight_decay(modules, cfg.weight_decay)
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
         total = int(self.trainer.estimated_stepping_batches)
-        warmup = self.sched_cfg.get("warmup_steps")
+        warmup = self.sched_cfg.warmup_steps
         if warmup is None:
-            warmup = int(self.sched_cfg["warmup_fraction"] * total)
-        scheduler = warmup_cosine(optimizer, int(warmup), total, self.sched_cfg["min_lr_ratio"])
+            warmup = int(self.sched_cfg.warmup_fraction * total)
+        scheduler = warmup_cosine(optimizer, int(warmup), total, self.sched_cfg.min_lr_ratio)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},

@@ -26,11 +26,16 @@ SMALL_DATA = [
 
 def compose_train(overrides: list[str], output_dir: Path | None = None, hydra: bool = False):
     """Compose conf/train.yaml as the app sees it (output dir set, since compose has no job);
-    ``hydra=True`` keeps the ``hydra`` node (sweeper, launcher)."""
+    ``hydra=True`` keeps the ``hydra`` node (sweeper, launcher). ``student=x`` means
+    ``+student=x``, as on the command line (``distill.config.normalize_overrides``)."""
+    from distill.config import normalize_overrides  # registers the schemas
+
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         extra = [f"paths.output_dir={output_dir}"] if output_dir else []
         return compose(
-            config_name="train", overrides=[*overrides, *extra], return_hydra_config=hydra
+            config_name="train",
+            overrides=[*normalize_overrides(overrides), *extra],
+            return_hydra_config=hydra,
         )
 
 

@@ -86,11 +86,18 @@ def test_missing_student_lists_the_choices(tmp_path):
     assert student_options() == sorted(students.list_models())
 
 
-def test_student_without_plus_is_rejected_by_hydra(tmp_path):
+def test_student_without_plus_composes_like_with_plus(tmp_path):
+    plain = compose_train(["student=mnv4_conv_s", "experiment=function_matching"], tmp_path)
+    plus = compose_train(["+student=mnv4_conv_s", "+experiment=function_matching"], tmp_path)
+    assert plain == plus and plain.student.name == "mnv4_conv_s" and plain.mode == "online"
+
+
+def test_force_add_of_a_group_is_still_rejected_by_hydra(tmp_path):
     with pytest.raises(ConfigCompositionException, match="student"):
-        compose_train(["student=mnv4_conv_s"], tmp_path)
+        compose_train(["++student=mnv4_conv_s"], tmp_path)
 
 
+@pytest.mark.slow  # a fresh interpreter: seconds of imports
 def test_cli_without_student_exits_nonzero_with_the_message():
     out = subprocess.run(
         [sys.executable, "-m", "distill"], cwd=REPO, capture_output=True, text=True, timeout=120
@@ -99,6 +106,7 @@ def test_cli_without_student_exits_nonzero_with_the_message():
     assert "+student=<name>" in out.stderr and "mnv4_hybrid_m" in out.stderr
 
 
+@pytest.mark.slow  # a fresh interpreter: seconds of imports
 def test_unknown_student_lists_hydras_options():
     out = subprocess.run(
         [sys.executable, "-m", "distill", "+student=mnv4_conv_xl"],

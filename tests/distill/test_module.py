@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from data.datamodule import DistillDataModule
 from data.teacher_setup import teacher_from_config
+from distill.config import module_kwargs
 from distill.module import DistillModule
 from teachers.preprocess import to_model_input
 
@@ -28,7 +29,14 @@ def cfg(tiny_cache, tmp_path_factory):
 def _dm(cfg, mode="offline", batch=16):
     d = cfg["data"]
     return DistillDataModule(
-        d["root"], d["train_sets"], "val", batch, 0, batch * 6, mode, d["online"]
+        d["root"],
+        d["train_sets"],
+        "val",
+        batch_size=batch,
+        num_workers=0,
+        samples_per_epoch=batch * 6,
+        mode=mode,
+        online=d["online"],
     )
 
 
@@ -46,7 +54,7 @@ def _trainer(tmp_path, steps, **kw):
 
 
 def test_offline_training_moves_the_student_and_logs_distillation_metrics(cfg, tmp_path):
-    module = DistillModule("mnv4_conv_s", 10, mode="offline", ema={"decay": 0.9})
+    module = DistillModule("mnv4_conv_s", 10, mode="offline", **module_kwargs(ema={"decay": 0.9}))
     before = {k: v.clone() for k, v in module.student.state_dict().items()}
     trainer = _trainer(tmp_path, 6, enable_checkpointing=False)
     trainer.fit(module, datamodule=_dm(cfg))
@@ -63,7 +71,11 @@ def test_online_teacher_and_student_receive_the_same_mixed_tensor(cfg, tmp_path)
     teacher = teacher_from_config(cfg["teacher"], num_classes=10)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     module = DistillModule(
-        "mnv4_conv_s", 10, teacher, mode="online", loss={"kind": "kl", "temperature": 2.0}
+        "mnv4_conv_s",
+        10,
+        teacher,
+        mode="online",
+        **module_kwargs(loss={"kind": "kl", "temperature": 2.0}),
     )
     seen = {}
     module.student.register_forward_pre_hook(lambda m, a: seen.setdefault("student", a[0].clone()))
@@ -84,7 +96,7 @@ def test_online_teacher_and_student_receive_the_same_mixed_tensor(cfg, tmp_path)
 
 def test_teacher_is_neither_registered_nor_checkpointed(cfg, tmp_path):
     teacher = teacher_from_config(cfg["teacher"], num_classes=10)
-    module = DistillModule("mnv4_conv_s", 10, teacher, mode="online")
+    module = DistillModule("mnv4_conv_s", 10, teacher, mode="online", **module_kwargs())
     assert not any(p is q for p in module.parameters() for q in teacher.parameters())
     trainer = _trainer(tmp_path, 2, limit_val_batches=0)
     trainer.fit(module, datamodule=_dm(cfg, "online"))
@@ -97,7 +109,11 @@ def test_teacher_is_neither_registered_nor_checkpointed(cfg, tmp_path):
 def test_feature_distillation_projects_1280_to_the_teachers_width(cfg, tmp_path):
     teacher = teacher_from_config(cfg["teacher"], num_classes=10)
     module = DistillModule(
-        "mnv4_conv_s", 10, teacher, mode="online", loss={"kind": "kl", "feature_weight": 0.5}
+        "mnv4_conv_s",
+        10,
+        teacher,
+        mode="online",
+        **module_kwargs(loss={"kind": "kl", "feature_weight": 0.5}),
     )
     assert module.projection.in_features == 1280
     assert module.projection.out_features == teacher.pre_logits_dim() == 512
@@ -109,7 +125,7 @@ def test_feature_distillation_projects_1280_to_the_teachers_width(cfg, tmp_path)
 
 
 def test_resume_continues_at_the_same_step_with_the_same_optimizer_state(cfg, tmp_path):
-    first = DistillModule("mnv4_conv_s", 10, mode="offline", ema={"decay": 0.9})
+    first = DistillModule("mnv4_conv_s", 10, mode="offline", **module_kwargs(ema={"decay": 0.9}))
     trainer = _trainer(tmp_path, 4, limit_val_batches=0)
     trainer.fit(first, datamodule=_dm(cfg))
     path = tmp_path / "last.ckpt"
@@ -123,7 +139,7 @@ def test_resume_continues_at_the_same_step_with_the_same_optimizer_state(cfg, tm
             self.ema = module.ema.module.conv_stem.weight.detach().clone()
 
     capture = Capture()
-    second = DistillModule("mnv4_conv_s", 10, mode="offline", ema={"decay": 0.9})
+    second = DistillModule("mnv4_conv_s", 10, mode="offline", **module_kwargs(ema={"decay": 0.9}))
     _trainer(tmp_path, 6, limit_val_batches=0, callbacks=[capture]).fit(
         second, datamodule=_dm(cfg), ckpt_path=str(path)
     )

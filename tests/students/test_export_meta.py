@@ -14,6 +14,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import students
+from common.norm import IMAGENET_MEAN, IMAGENET_STD
+from distill.config import module_kwargs
 from distill.export import choose_weights, export_student
 from distill.module import DistillModule
 from students import CheckpointError, ExportMeta, read_export_meta
@@ -23,7 +25,7 @@ from .conftest import randomize_like_trained
 
 REPO = Path(__file__).resolve().parents[2]
 CLASSES = tuple(f"class {i}" for i in range(10))
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+MEAN, STD = IMAGENET_MEAN, IMAGENET_STD
 
 
 def _meta(**changes) -> ExportMeta:
@@ -58,7 +60,7 @@ def _assert_same_weights(path: Path, model: torch.nn.Module) -> None:
 def _module() -> DistillModule:
     """A real 10-class module whose EMA differs from the raw student."""
     torch.manual_seed(0)
-    module = DistillModule("mnv4_conv_s", 10, ema={"decay": 0.9})
+    module = DistillModule("mnv4_conv_s", 10, mode="offline", **module_kwargs(ema={"decay": 0.9}))
     with torch.no_grad():
         module.student.classifier.bias.add_(1.0)
     return module
@@ -230,6 +232,7 @@ def test_cli_exports_the_checkpoint_it_is_given(tmp_path):
     assert meta.classes == CLASSES and meta.weights == "ema" and meta.num_classes == 10
 
 
+@pytest.mark.slow  # a fresh interpreter: seconds of imports
 @pytest.mark.parametrize("kind", ["missing", "invalid"])
 def test_cli_bad_checkpoint_is_a_clear_error_naming_the_file(tmp_path, kind):
     ckpt = tmp_path / "weights.safetensors"

@@ -1,0 +1,255 @@
+"""Schemas of ``python -m distill`` (conf/train.yaml and its groups).
+
+Each section that reaches code is a typed field of ``TrainConfig``, registered in Hydra's
+ConfigStore as ``train_schema`` and named first in conf/train.yaml's defaults list, so every group
+file and preset merges into a typed section and a misspelt key, on the command line or in a preset,
+fails at compose time naming the key and the file. The YAML holds the values (the one place for defaults: ``MISSING``
+here means "set in the YAML"); a field the YAML never sets has its default here. The fields of
+``LossConfig``, ``OptimizerConfig``, ``ScheduleConfig``, ``ModelConfig`` and ``EmaConfig`` are
+``DistillModule``'s keyword arguments; ``DataConfig``'s are ``DistillDataModule``'s.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, TypeVar
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+from data.config import BuildConfig, DatasetKeys, PathsConfig, register_build_configs
+
+
+@dataclass
+class LossConfig:
+    kind: str = MISSING  # soft_ce | kl
+    temperature: float = MISSING
+    kd_weight: float = MISSING
+    gt_weight: float = MISSING
+    label_smoothing: float = MISSING
+    feature_weight: float = MISSING
+    mixup_alpha: float = MISSING
+
+
+@dataclass
+class OptimizerConfig:
+    lr: float = MISSING
+    weight_decay: float = MISSING
+    betas: list[float] = MISSING
+    eps: float = MISSING
+
+
+@dataclass
+class ScheduleConfig:
+    warmup_fraction: float = MISSING
+    warmup_steps: int | None = MISSING
+    min_lr_ratio: float = MISSING
+
+
+@dataclass
+class StudentConfig:
+    name: str = MISSING
+    drop_rate: float | None = MISSING
+    drop_path_rate: float = MISSING
+
+
+@dataclass
+class ModelConfig:
+    """How the student is built and run; ``drop_rate``/``drop_path_rate`` null: the student's."""
+
+    channels_last: bool = MISSING
+    compile: bool = MISSING
+    drop_rate: float | None = MISSING
+    drop_path_rate: float | None = MISSING
+
+
+@dataclass
+class EmaConfig:
+    decay: float = MISSING  # 0 turns the student-only EMA off
+    warmup: bool = MISSING
+
+
+@dataclass
+class OnlineConfig:
+    set: str = MISSING
+    crop_size: int = MISSING
+    crop_scale: list[float] = MISSING
+
+
+@dataclass
+class DataConfig:
+    root: str = MISSING
+    train_sets: dict[str, float] = MISSING
+    val_set: str = MISSING
+    batch_size: int = MISSING
+    num_workers: int = MISSING
+    samples_per_epoch: int | None = MISSING
+    flip: bool = MISSING
+    build_if_missing: bool = MISSING
+    shuffle_buffer: int = MISSING
+    val_batch_size: int | None = MISSING
+    online: OnlineConfig = field(default_factory=OnlineConfig)
+
+
+@dataclass
+class CheckpointConfig:
+    monitor: str = MISSING
+
+
+@dataclass
+class BaselineConfig:
+    enabled: bool = MISSING
+    train_sets: dict[str, float] = MISSING
+    label_smoothing: float = MISSING
+
+
+@dataclass
+class ExportConfig:
+    enabled: bool = MISSING
+    onnx: bool = MISSING
+    resolution: int | None = MISSING
+
+
+@dataclass
+class TrainConfig(DatasetKeys):
+    """conf/train.yaml. ``trainer`` goes to ``lightning.Trainer`` as it is; ``logger`` holds the
+    optional ``wandb`` section (conf/logger/wandb.yaml)."""
+
+    student: StudentConfig = MISSING
+    mode: str = MISSING  # offline | online | labels
+    seed: int = MISSING
+    matmul_precision: str = MISSING
+    ckpt_path: str | None = MISSING
+    run_name: str | None = MISSING
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ema: EmaConfig = field(default_factory=EmaConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    build: BuildConfig = field(default_factory=BuildConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    logger: dict[str, Any] = field(default_factory=dict)
+
+
+def register_configs(cs: ConfigStore | None = None) -> None:
+    """Register the root schemas the YAML names (idempotent; done on import).
+
+    Only roots: a group file (conf/loss/kl.yaml) merges into its typed section of the root, so
+    it is checked there and the error names it; a schema stored in a group would show up among
+    that group's options (``--help``, "Available options")."""
+    cs = cs or ConfigStore.instance()
+    register_build_configs(cs)
+    cs.store(name="train_schema", node=TrainConfig)
+
+
+register_configs()
+
+T = TypeVar("T")
+
+
+def section(cls: type[T], value: T | Mapping) -> T:
+    """``value`` as a ``cls`` instance: every field given, no unknown key, no hidden default."""
+    if isinstance(value, cls):
+        return value
+    data = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    missing = sorted(n for n in names if n not in data or data[n] == MISSING)
+    if unknown or missing:
+        raise TypeError(f"{cls.__name__}: unknown keys {unknown}, missing keys {missing}")
+    return cls(**data)
+
+
+def as_dict(value) -> dict:
+    """A section as a plain dict (what checkpoints store: no classes to unpickle)."""
+    return asdict(value)
+
+
+MODULE_SECTIONS = {
+    "loss": LossConfig,
+    "optimizer": OptimizerConfig,
+    "schedule": ScheduleConfig,
+    "model": ModelConfig,
+    "ema": EmaConfig,
+}
+
+
+def student_model(student: Mapping, model: Mapping) -> ModelConfig:
+    """``model`` with its null ``drop_rate``/``drop_path_rate`` taken from the student's file."""
+    m = dict(model)
+    for key in ("drop_rate", "drop_path_rate"):
+        if m.get(key) is None:
+            m[key] = student.get(key)
+    return section(ModelConfig, m)
+
+
+def module_sections(c: Mapping) -> dict[str, Any]:
+    """``DistillModule``'s section keyword arguments from a resolved train config."""
+    out = {k: section(cls, c[k]) for k, cls in MODULE_SECTIONS.items() if k != "model"}
+    out["model"] = student_model(c["student"], c["model"])
+    return out
+
+
+def train_defaults(overrides: list[str] | None = None) -> dict:
+    """conf/train.yaml composed with ``+student=mnv4_conv_s`` and resolved (tests, benches)."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(
+            "train", overrides=["+student=mnv4_conv_s", "paths.output_dir=.", *(overrides or [])]
+        )
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+APPENDED_GROUPS = ("student", "experiment", "debug")
+
+
+def normalize_overrides(args: list[str]) -> list[str]:
+    """``student=X`` (and ``experiment=``, ``debug=``) as ``+student=X``.
+
+    These groups are not in train.yaml's defaults list (a placeholder there would make Hydra
+    refuse ``+student=X`` as a second value), so ``+`` appends them; the plain spelling, which
+    Hydra would refuse as "no match in the defaults list", means the same and is rewritten here.
+    """
+    out = []
+    for arg in args:
+        key = arg.split("=", 1)[0]
+        out.append(f"+{arg}" if "=" in arg and key in APPENDED_GROUPS else arg)
+    return out
+
+
+@functools.cache
+def _train_defaults_cached() -> str:
+    return json.dumps(train_defaults())
+
+
+def module_kwargs(**changes: Mapping) -> dict[str, Any]:
+    """``DistillModule``'s sections as conf/ sets them (+student=mnv4_conv_s), each updated by
+    ``changes[section]`` (tests and benches: ``module_kwargs(ema={"decay": 0.9})``)."""
+    sections = module_sections(json.loads(_train_defaults_cached()))
+    return {k: replace(v, **changes.get(k, {})) for k, v in sections.items()}
+
+
+def check_schema(cfg) -> None:
+    """Raise ``ValueError`` naming a key that ``TrainConfig`` lacks: ``+model.foo=1`` adds one
+    (Hydra's ``+`` opens the struct), which would otherwise fail only when the module is built."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=False)  # drops the schema's own types
+        plain.pop("hydra", None)  # compose(return_hydra_config=True)
+        OmegaConf.merge(OmegaConf.structured(TrainConfig), plain)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None)
+        raise ValueError(f"{key or 'config'}: {str(e).splitlines()[0]}") from None
