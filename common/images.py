@@ -8,6 +8,7 @@ safely. Everything else (zero-byte, truncated, not an image) raises ``BadImage``
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 import simplejpeg
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.transforms.v2 import functional as TF
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm")
 MAX_PIXELS = 100_000_000  # refuse decompression bombs; PIL's own warning starts at 89M
@@ -120,3 +122,13 @@ def decode_jpeg(data: bytes) -> torch.Tensor:
     shards) fall back to PIL.
     """
     return decode_jpeg_hwc(data).permute(2, 0, 1)
+
+
+def center_view(img: torch.Tensor, size: int, crop_pct: float) -> torch.Tensor:
+    """Resize the short side to size / crop_pct, then centre crop ``size`` (evaluation view).
+
+    The one eval crop: shard builds (data/augment.py ``plain``) and teacher validation
+    (teachers/train.py) both use it.
+    """
+    img = TF.resize(img, [max(size, math.floor(size / crop_pct))], antialias=True)
+    return TF.center_crop(img, [size, size])

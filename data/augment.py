@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from common.images import BadImage
+from common.images import BadImage, center_view
 from data.sources import Item, Source
 
 
@@ -64,19 +65,60 @@ def to_hwc(img: torch.Tensor) -> np.ndarray:
     return img.permute(1, 2, 0).contiguous().numpy()
 
 
-def inception_crop(
-    img: torch.Tensor, size: int, scale: tuple[float, float], ratio=(3 / 4, 4 / 3)
+def random_resized_box(
+    h: int, w: int, scale: tuple[float, float], rng: random.Random
+) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of a random crop of ``scale`` area and 3/4..4/3 aspect.
+
+    torchvision's ``RandomResizedCrop.get_params`` drawn from ``rng``, so a builder unit and a
+    training stream each crop from their own seeded generator.
+    """
+    lo, hi = math.log(3 / 4), math.log(4 / 3)
+    for _ in range(10):
+        area = h * w * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(lo, hi))
+        cw, ch = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        if 0 < cw <= w and 0 < ch <= h:
+            return rng.randint(0, h - ch), rng.randint(0, w - cw), ch, cw
+    # no draw fitted (a very long image): the largest centred box of allowed aspect
+    ch, cw = h, w
+    if w / h < 3 / 4:
+        ch = round(w * 4 / 3)
+    elif w / h > 4 / 3:
+        cw = round(h * 4 / 3)
+    return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+
+def random_resized_crop(
+    img: torch.Tensor, size: int, scale: tuple[float, float], rng: random.Random
 ) -> tuple[torch.Tensor, dict]:
-    """RandomResizedCrop with its box recorded (top, left, height, width)."""
-    top, left, h, w = v2.RandomResizedCrop.get_params(img, list(scale), list(ratio))
+    """The Inception crop of ``img`` [C, H, W] resized to ``size``, with its box recorded."""
+    top, left, h, w = random_resized_box(img.shape[-2], img.shape[-1], tuple(scale), rng)
     out = TF.resized_crop(img, top, left, h, w, [size, size], antialias=True)
     return out, {"crop": [int(top), int(left), int(h), int(w)]}
 
 
-def center_view(img: torch.Tensor, size: int, crop_pct: float) -> torch.Tensor:
-    """Resize the short side to size / crop_pct, then centre crop ``size`` (evaluation view)."""
-    img = TF.resize(img, [max(size, math.floor(size / crop_pct))], antialias=True)
-    return TF.center_crop(img, [size, size])
+def extreme_mixup(
+    images: torch.Tensor,
+    alpha: float = 1.0,
+    partners: torch.Tensor | None = None,
+    draw: float | None = None,
+) -> tuple[torch.Tensor, float]:
+    """Extreme mixup: a ~ Beta(alpha, alpha), a = max(a, 1 - a), ``a * images + (1 - a) * partners``.
+
+    Args:
+        images: float [B, C, H, W] (or one image [C, H, W] with ``partners`` given).
+        alpha: the Beta parameter (1.0: uniform).
+        partners: same shape; default: the batch rolled by 1 (each image's neighbour).
+        draw: a Beta draw made by the caller's seeded RNG; default: drawn from torch's RNG.
+
+    Returns:
+        The mixed float tensor and the weight a of ``images`` (a >= 0.5).
+    """
+    a = float(torch.distributions.Beta(alpha, alpha).sample()) if draw is None else float(draw)
+    a = max(a, 1.0 - a)
+    partners = images.roll(1, dims=0) if partners is None else partners
+    return a * images + (1.0 - a) * partners, a
 
 
 class Variant(ABC):
@@ -106,12 +148,14 @@ class Variant(ABC):
         seed = unit_seed(self.seed, self.name, unit.key)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            img, params = self._make(unit, load, np.random.default_rng(seed))
+            img, params = self._make(unit, load, np.random.default_rng(seed), random.Random(seed))
         return to_hwc(img), {"seed": seed, **params}
 
     @abstractmethod
-    def _make(self, unit: Unit, load, rng: np.random.Generator) -> tuple[torch.Tensor, dict]:
-        """Produce the CHW uint8 image under the unit's seeded RNGs."""
+    def _make(
+        self, unit: Unit, load, rng: np.random.Generator, box_rng: random.Random
+    ) -> tuple[torch.Tensor, dict]:
+        """Produce the CHW uint8 image under the unit's seeded RNGs (``box_rng``: crops)."""
 
 
 class RandAugVariant(Variant):
@@ -123,8 +167,10 @@ class RandAugVariant(Variant):
         self.num_ops, self.magnitude = int(ra.get("num_ops", 2)), int(ra.get("magnitude", 9))
         self.randaugment = v2.RandAugment(self.num_ops, self.magnitude)
 
-    def _make(self, unit, load, rng):
-        img, params = inception_crop(to_chw(load(unit.item)), self.size, self.crop_scale)
+    def _make(self, unit, load, rng, box_rng):
+        img, params = random_resized_crop(
+            to_chw(load(unit.item)), self.size, self.crop_scale, box_rng
+        )
         params["randaugment"] = [self.num_ops, self.magnitude]
         return self.randaugment(img), params
 
@@ -156,13 +202,17 @@ class MixupVariant(Variant):
                 errors.append(f"{partner.ref}: {e}")
         raise BadImage("no mixup partner", "; ".join(errors) or "the source has one image")
 
-    def _make(self, unit, load, rng):
-        a_img, a_params = inception_crop(to_chw(load(unit.item)), self.size, self.crop_scale)
+    def _make(self, unit, load, rng, box_rng):
+        a_img, a_params = random_resized_crop(
+            to_chw(load(unit.item)), self.size, self.crop_scale, box_rng
+        )
         partner, b_rgb = self._load_partner(unit, load)
-        b_img, b_params = inception_crop(to_chw(b_rgb), self.size, self.crop_scale)
-        a = float(rng.beta(self.cfg.get("alpha", 1.0), self.cfg.get("alpha", 1.0)))
-        a = max(a, 1.0 - a)
-        mixed = (a * a_img.float() + (1 - a) * b_img.float()).round().clamp(0, 255)
+        b_img, b_params = random_resized_crop(to_chw(b_rgb), self.size, self.crop_scale, box_rng)
+        alpha = self.cfg.get("alpha", 1.0)
+        mixed, a = extreme_mixup(
+            a_img.float(), alpha, partners=b_img.float(), draw=rng.beta(alpha, alpha)
+        )
+        mixed = mixed.round().clamp(0, 255)
         return mixed.to(torch.uint8), {
             "mix_weight": round(a, 6),
             "crop": a_params["crop"],
@@ -185,8 +235,10 @@ class InpaintVariant(Variant):
         self.area = tuple(cfg.get("mask_area", (0.05, 0.25)))
         self.mask_kinds = tuple(cfg.get("mask_kinds", ("rect", "stroke")))
 
-    def _make(self, unit, load, rng):
-        img, params = inception_crop(to_chw(load(unit.item)), self.size, self.crop_scale)
+    def _make(self, unit, load, rng, box_rng):
+        img, params = random_resized_crop(
+            to_chw(load(unit.item)), self.size, self.crop_scale, box_rng
+        )
         from data.inpaint import random_mask
 
         mask, mask_params = random_mask(self.size, self.size, rng, self.area, self.mask_kinds)
@@ -216,15 +268,15 @@ class ExtraVariant(RandAugVariant):
                 out.append(unit)
         return out
 
-    def _make(self, unit, load, rng):
-        img, params = super()._make(unit, load, rng)
+    def _make(self, unit, load, rng, box_rng):
+        img, params = super()._make(unit, load, rng, box_rng)
         return img, {**params, "pseudo_class": unit.info["pseudo_class"]}
 
 
 class PlainVariant(Variant):
     kind = "plain"
 
-    def _make(self, unit, load, rng):
+    def _make(self, unit, load, rng, box_rng):
         crop_pct = float(self.cfg.get("crop_pct", 0.875))
         return center_view(to_chw(load(unit.item)), self.size, crop_pct), {"crop_pct": crop_pct}
 

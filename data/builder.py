@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from common.files import wait_for_files
 from common.images import BadImage, jpeg_round_trip
 from data.augment import ExtraVariant, Unit, Variant, center_view, make_variant, to_chw
 from data.extra import Selection, balance
@@ -37,7 +38,7 @@ from data.shards import (
     write_shard,
 )
 from data.sources import Source
-from teachers import FrozenTeacher
+from teachers import FrozenTeacher, soft_labels
 
 log = logging.getLogger("data.builder")
 
@@ -221,11 +222,8 @@ class SetBuilder:
                 data["empty_classes"],
             )
         if self.rank != 0:  # rank 0 scores the pool once; the others wait for its selection
-            deadline = time.time() + float(self.cfg.get("wait_s", 24 * 3600))
-            while not path.is_file():
-                if time.time() > deadline:
-                    raise TimeoutError(f"waited too long for {path} from rank 0")
-                time.sleep(2)
+            timeout_s = float(self.cfg.get("wait_s", 24 * 3600))
+            wait_for_files([path], timeout_s, f"waited too long for {path} from rank 0")
             return self._selection()
         if self.teacher is None:
             raise ValueError(f"variant {self.variant.name!r} (extra) needs a teacher to score")
@@ -254,20 +252,19 @@ class SetBuilder:
         return sel
 
     # -- building -----------------------------------------------------------------------------
-    @torch.no_grad()
     def _label(self, images: list[torch.Tensor]):
+        """The teacher's ``soft_labels`` of one batch, per image, and the seconds they took."""
         if self.teacher is None:
             return [None] * len(images), [None] * len(images), 0.0
         start = time.perf_counter()
-        probs = self.teacher.probs(torch.stack(images), self.temperature)
-        if probs.is_cuda:
-            torch.cuda.synchronize()
+        top_k = int(self.top_k) if self.top_k else None
+        labels = soft_labels(
+            self.teacher, torch.stack(images), self.temperature, top_k, batch_size=len(images)
+        )  # its fp16 copy to the CPU waits for the device, so the time is the teacher's
         elapsed = time.perf_counter() - start
-        probs = probs.cpu()
-        if self.top_k:
-            values, indices = probs.topk(int(self.top_k), dim=1)
-            return list(values.half().numpy()), list(indices.int().numpy()), elapsed
-        return list(probs.half().numpy()), [None] * len(images), elapsed
+        if labels.indices is None:
+            return list(labels.probs.numpy()), [None] * len(images), elapsed
+        return list(labels.probs.numpy()), list(labels.indices.int().numpy()), elapsed
 
     def _build_shard(self, index: int, units: list[Unit], bar) -> float:
         loader = DataLoader(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import io
 import itertools
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from data.labels import decode_soft_label
 from data.shards import read_manifest
+from data.tario import samples
 
 TILE, CAPTION = 96, 26
 
@@ -25,17 +25,9 @@ TILE, CAPTION = 96, 26
 def _samples(manifest, n: int):
     """The first ``n`` samples of a set (members grouped by key, in shard order)."""
     for url in manifest.urls():
-        with tarfile.open(url) as tar:
-            current, parts = None, {}
-            for m in tar:
-                key, _, ext = m.name.partition(".")
-                if key != current and parts:
-                    yield current, parts
-                    parts = {}
-                current = key
-                parts[ext] = tar.extractfile(m).read()
-            if parts:
-                yield current, parts
+        with open(url, "rb") as stream:
+            for sample in samples(stream, url):
+                yield sample["__key__"], sample
 
 
 def grid(set_dir: str | Path, n: int = 16, columns: int = 8) -> Image.Image:

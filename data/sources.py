@@ -5,6 +5,9 @@ validates what it can without decoding: unknown class folders, empty files and n
 skipped and reported by file; a source with no usable image, or a label outside the class list,
 is an error before any work starts. A class with no usable image keeps its index (so train/,
 val/ and the teacher's head agree) and is reported like a skipped input, with a warning.
+The interface, skip accounting and image folders are primitives of common/folders.py (the
+teacher-training CLI reads folders with them too), re-exported here; shards are read with
+data/tario.py.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from common.folders import (
     safe_key,
 )
 from common.images import load_rgb
+from data.tario import samples
 
 
 class UnlabelledFolderSource(Source):
@@ -91,28 +95,20 @@ class ShardSource(Source):
         self._require_items(f"shards {[str(p) for p in paths][:3]}")
 
     def _read(self, path: Path) -> None:
-        # Index members by (offset, size) so images are read lazily, never all held in memory.
-        members: dict[str, dict[str, tarfile.TarInfo]] = {}
-        labels: dict[str, int] = {}
-        with tarfile.open(path) as tar:
-            for m in tar:
-                if not m.isfile():
-                    continue
-                key, _, ext = m.name.partition(".")
-                members.setdefault(key, {})[ext.lower()] = m
-                if ext.lower() == "cls":
-                    labels[key] = int(tar.extractfile(m).read())
+        # Images are indexed by their span in the file, read lazily, never all held in memory.
         n = len(self.classes) if self.classes else None
-        for key, parts in members.items():
-            image = parts.get("jpg") or parts.get("png")
-            if image is None:
-                self.skipped.add(f"{path}:{key}", "sample missing a key: no jpg/png")
-                continue
-            label = labels.get(key)
-            if label is not None and n is not None and not 0 <= label < n:
-                raise SourceError(f"{path}:{key} has class {label} outside the {n}-class list")
-            ref = f"{path}|{image.offset_data}|{image.size}"
-            self.items.append(Item(safe_key(f"{path.stem}_{key}"), ref, label))
+        with open(path, "rb") as stream:
+            for parts in samples(stream, str(path), lazy=("jpg", "png")):
+                key = parts["__key__"]
+                image = parts.get("jpg") or parts.get("png")
+                if image is None:
+                    self.skipped.add(f"{path}:{key}", "sample missing a key: no jpg/png")
+                    continue
+                label = int(parts["cls"]) if "cls" in parts else None
+                if label is not None and n is not None and not 0 <= label < n:
+                    raise SourceError(f"{path}:{key} has class {label} outside the {n}-class list")
+                ref = f"{path}|{image.offset}|{image.size}"
+                self.items.append(Item(safe_key(f"{path.stem}_{key}"), ref, label))
 
     def load(self, item: Item, max_side: int | None = None) -> np.ndarray:
         path, offset, size = item.ref.rsplit("|", 2)

@@ -33,7 +33,6 @@ import bisect
 import itertools
 import json
 import logging
-import math
 import random
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
@@ -43,9 +42,9 @@ import numpy as np
 import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset, default_collate, get_worker_info
-from torchvision.transforms.v2 import functional as TF
 
 from common.images import decode_jpeg_hwc
+from data.augment import random_resized_crop
 from data.labels import decode_soft_label
 from data.tario import samples as tar_members_by_key
 
@@ -147,26 +146,6 @@ def decode_sample(
     return out
 
 
-def inception_box(
-    h: int, w: int, scale: tuple[float, float], rng: random.Random
-) -> tuple[int, int, int, int]:
-    """(top, left, height, width) of a random crop of ``scale`` area and 3/4..4/3 aspect."""
-    lo, hi = math.log(3 / 4), math.log(4 / 3)
-    for _ in range(10):
-        area = h * w * rng.uniform(*scale)
-        aspect = math.exp(rng.uniform(lo, hi))
-        cw, ch = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
-        if 0 < cw <= w and 0 < ch <= h:
-            return rng.randint(0, h - ch), rng.randint(0, w - cw), ch, cw
-    # no draw fitted (a very long image): the largest centred box of allowed aspect
-    ch, cw = h, w
-    if w / h < 3 / 4:
-        ch = round(w * 4 / 3)
-    elif w / h > 4 / 3:
-        cw = round(h * 4 / 3)
-    return (h - ch) // 2, (w - cw) // 2, ch, cw
-
-
 def crop_raw(
     sample: dict, size: int, scale: tuple[float, float], flip: bool, rng: random.Random
 ) -> dict:
@@ -174,8 +153,7 @@ def crop_raw(
     if "__bad__" in sample:
         return sample
     img = sample["image"].permute(2, 0, 1)  # HWC -> CHW view for torchvision
-    top, left, h, w = inception_box(img.shape[1], img.shape[2], tuple(scale), rng)
-    img = TF.resized_crop(img, top, left, h, w, [size, size], antialias=True)
+    img, _ = random_resized_crop(img, size, scale, rng)
     if flip and rng.random() < 0.5:
         img = img.flip(-1)
     return {**sample, "image": img.permute(1, 2, 0).contiguous()}
@@ -341,7 +319,10 @@ def _set_name(urls: list[str]) -> str:
 
 
 class TrainStream(IterableDataset):
-    """Endless batches mixing shard sets by weight; see the module docstring."""
+    """Infinite batches mixing ``sets`` by ``weights``; ``online`` = crop settings for raw sets.
+
+    See the module docstring; build it with ``train_pipeline``.
+    """
 
     def __init__(
         self,
@@ -351,14 +332,21 @@ class TrainStream(IterableDataset):
         world: int,
         batch_size: int,
         num_classes: int,
-        seed: int,
-        flip: bool,
-        shuffle: int,
-        online: dict | None,
-        names: list[str],
+        seed: int = 0,
+        flip: bool = True,
+        shuffle: int = 1000,
+        online: dict | None = None,
+        names: list[str] | None = None,
     ) -> None:
         super().__init__()
-        self.sets, self.weights, self.names = sets, weights, names
+        if len(sets) != len(weights) or not sets:
+            raise ValueError("train_pipeline needs one weight per shard set")
+        if any(not urls for urls in sets):
+            raise ValueError(
+                f"a training set has no shards: {[len(u) for u in sets]} shards per set"
+            )
+        self.names = list(names) if names else [_set_name(urls) for urls in sets]
+        self.sets, self.weights = sets, list(weights)
         self.rank, self.world, self.seed = rank, world, seed
         self.batch_size, self.num_classes = batch_size, num_classes
         self.flip, self.shuffle, self.online = flip, shuffle, online
@@ -393,38 +381,9 @@ class TrainStream(IterableDataset):
             yield s
 
 
-def train_pipeline(
-    sets: list[list[str]],
-    weights: list[float],
-    rank: int,
-    world: int,
-    batch_size: int,
-    num_classes: int,
-    seed: int = 0,
-    flip: bool = True,
-    shuffle: int = 1000,
-    online: dict | None = None,
-    names: list[str] | None = None,
-) -> TrainStream:
-    """Infinite batches mixing ``sets`` by ``weights``; ``online`` = crop settings for raw sets."""
-    if len(sets) != len(weights) or not sets:
-        raise ValueError("train_pipeline needs one weight per shard set")
-    if any(not urls for urls in sets):
-        raise ValueError(f"a training set has no shards: {[len(u) for u in sets]} shards per set")
-    names = list(names) if names else [_set_name(urls) for urls in sets]
-    return TrainStream(
-        sets,
-        list(weights),
-        rank,
-        world,
-        batch_size,
-        num_classes,
-        seed,
-        flip,
-        shuffle,
-        online,
-        names,
-    )
+def train_pipeline(*args, **kwargs) -> TrainStream:
+    """Infinite batches mixing shard sets by weight: ``TrainStream``'s arguments."""
+    return TrainStream(*args, **kwargs)
 
 
 # -- validation -------------------------------------------------------------------------------

@@ -10,10 +10,19 @@ with the shard named, for the pipeline's handler.
 
 from __future__ import annotations
 
+import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
+from typing import NamedTuple
 
 BLOCK = 512
+
+
+class Span(NamedTuple):
+    """Where a member's payload lies in its tar file."""
+
+    offset: int
+    size: int
 
 
 def _octal(field: bytes) -> int:
@@ -30,9 +39,11 @@ def _pax_path(data: bytes) -> str | None:
     return None
 
 
-def members(stream, url: str = "?") -> Iterator[tuple[str, bytes]]:
-    """(name, payload) of every regular file in an uncompressed tar stream, in order."""
+def _records(stream, url: str, lazy: Container[str]) -> Iterator[tuple[str, bytes | Span]]:
+    """(name, payload) of every regular file; members whose extension is in ``lazy`` are
+    skipped over (the stream must be seekable) and given as their ``Span`` in the file."""
     long_name: str | None = None
+    end = os.fstat(stream.fileno()).st_size if lazy else None
     while True:
         header = stream.read(BLOCK)
         if len(header) < BLOCK:
@@ -46,30 +57,47 @@ def members(stream, url: str = "?") -> Iterator[tuple[str, bytes]]:
         except ValueError as e:
             raise tarfile.ReadError(f"{url}: corrupt tar header") from e
         kind = header[156:157]
+        padding = -size % BLOCK
+        name = None
+        if kind in (b"0", b"\0", b"7"):
+            name = long_name or header[:100].rstrip(b"\0").decode("utf-8", "replace")
+            prefix = header[345:500].rstrip(b"\0").decode("utf-8", "replace")
+            if prefix and long_name is None:
+                name = f"{prefix}/{name}"
+        if name is not None and name.rpartition("/")[2].partition(".")[2].lower() in lazy:
+            offset = stream.tell()
+            if stream.seek(size + padding, 1) > end:
+                raise tarfile.ReadError(f"{url}: truncated member {name}")
+            long_name = None
+            yield name, Span(offset, size)
+            continue
         payload = stream.read(size)
         if len(payload) < size:
             raise tarfile.ReadError(f"{url}: truncated member ({len(payload)} of {size} bytes)")
-        padding = -size % BLOCK
         if len(stream.read(padding)) < padding:  # cut in the padding: the member may be whole,
             raise tarfile.ReadError(f"{url}: truncated after a member")  # the shard is not
         if kind in (b"x", b"L"):
             long_name = _pax_path(payload) if kind == b"x" else payload.rstrip(b"\0").decode()
             continue
-        if kind not in (b"0", b"\0", b"7"):
-            long_name = None
-            continue
-        name = long_name or header[:100].rstrip(b"\0").decode("utf-8", "replace")
-        prefix = header[345:500].rstrip(b"\0").decode("utf-8", "replace")
-        if prefix and long_name is None:
-            name = f"{prefix}/{name}"
         long_name = None
-        yield name, payload
+        if name is not None:
+            yield name, payload
 
 
-def samples(stream, url: str = "?") -> Iterator[dict]:
-    """Group consecutive members by key (the name up to its first dot), webdataset-style."""
+def members(stream, url: str = "?") -> Iterator[tuple[str, bytes]]:
+    """(name, payload) of every regular file in an uncompressed tar stream, in order."""
+    return _records(stream, url, ())  # type: ignore[return-value]
+
+
+def samples(stream, url: str = "?", lazy: Container[str] = ()) -> Iterator[dict]:
+    """Group consecutive members by key (the name up to its first dot), webdataset-style.
+
+    Extensions in ``lazy`` (lower case, e.g. ``("jpg", "png")``) are not read: their value is
+    the member's ``Span`` (offset and size in the file), for readers that index a shard and
+    decode later (data.sources.ShardSource); the stream must then be a seekable file.
+    """
     current: dict | None = None
-    for name, payload in members(stream, url):
+    for name, payload in _records(stream, url, lazy):
         base = name.rsplit("/", 1)[-1]
         key, dot, ext = base.partition(".")
         if not dot:

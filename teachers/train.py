@@ -8,8 +8,8 @@ checkpoint records the spec, classes, preprocessing and the validation accuracy
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -21,11 +21,12 @@ from torch.utils.data import DataLoader, Dataset
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
 
+from common.images import center_view
 from common.schedule import warmup_cosine
 from teachers.checkpoint import save_teacher
 from teachers.evaluate import evaluate
 from teachers.preprocess import Preprocessing
-from teachers.zoo import build_model
+from teachers.zoo import BuiltModel, build_model
 
 
 @dataclass
@@ -86,16 +87,9 @@ def train_transform(recipe: TeacherRecipe) -> v2.Transform:
 
 
 def eval_transform(recipe: TeacherRecipe) -> v2.Transform:
-    """Resize to size / crop_pct, then centre crop (the standard evaluation view)."""
-    resize = max(recipe.image_size, math.floor(recipe.image_size / recipe.crop_pct))
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            v2.Resize(resize, antialias=True),
-            v2.CenterCrop(recipe.image_size),
-            v2.ToDtype(torch.uint8, scale=True),
-        ]
-    )
+    """Resize to size / crop_pct, then centre crop (``common.images.center_view``); uint8 out."""
+    view = partial(center_view, size=recipe.image_size, crop_pct=recipe.crop_pct)
+    return v2.Compose([v2.ToImage(), v2.Lambda(view), v2.ToDtype(torch.uint8, scale=True)])
 
 
 class SupervisedModule(L.LightningModule):
@@ -173,6 +167,19 @@ def train_teacher(
     """
     recipe = recipe or TeacherRecipe()
     L.seed_everything(recipe.seed, workers=True, verbose=False)
+    built = _build(spec, num_classes, recipe, classes, checkpoint, pretrained, mean, std)
+    train_loader, val_loader = _loaders(recipe, train_images, train_labels, val_images, val_labels)
+    module = SupervisedModule(built.model, built.preprocessing, num_classes, recipe)
+    _fit(module, recipe, train_loader, val_loader, Path(out).parent, logger)
+    built.model.eval()
+    metrics = evaluate(module.cpu().eval(), val_loader, num_classes)
+    metrics.update(epochs=recipe.epochs, spec=spec)
+    path = save_teacher(built, spec, out, {**metrics, "recipe": asdict(recipe)})
+    return {**metrics, "path": str(path)}
+
+
+def _build(spec, num_classes, recipe, classes, checkpoint, pretrained, mean, std) -> BuiltModel:
+    """The network of ``spec`` with a ``num_classes`` head and the recipe's preprocessing."""
     built = build_model(spec, num_classes, checkpoint=checkpoint, pretrained=pretrained)
     built.preprocessing = Preprocessing(
         input_size=recipe.image_size,
@@ -183,15 +190,22 @@ def train_teacher(
     )
     built.num_classes = num_classes
     built.classes = classes
+    return built
+
+
+def _loaders(recipe: TeacherRecipe, train_images, train_labels, val_images, val_labels):
+    """Shuffled training batches (augmented) and validation batches (eval crop)."""
     train_set = ImageDataset(train_images, train_labels, train_transform(recipe))
     val_set = ImageDataset(val_images, val_labels, eval_transform(recipe))
     loader_kw = dict(batch_size=recipe.batch_size, num_workers=recipe.num_workers)
     train_loader = DataLoader(
         train_set, shuffle=True, drop_last=len(train_set) > recipe.batch_size, **loader_kw
     )
-    val_loader = DataLoader(val_set, **loader_kw)
+    return train_loader, DataLoader(val_set, **loader_kw)
 
-    module = SupervisedModule(built.model, built.preprocessing, num_classes, recipe)
+
+def _fit(module, recipe: TeacherRecipe, train_loader, val_loader, root: Path, logger) -> None:
+    """Run the Lightning fit of ``recipe.epochs`` epochs (no Lightning checkpoints)."""
     trainer = L.Trainer(
         max_epochs=recipe.epochs,
         accelerator=recipe.accelerator,
@@ -201,19 +215,9 @@ def train_teacher(
         enable_checkpointing=False,
         enable_model_summary=False,
         log_every_n_steps=10,
-        default_root_dir=str(Path(out).parent),
+        default_root_dir=str(root),
     )
     trainer.fit(module, train_loader, val_loader)
-    built.model.eval()
-    metrics = evaluate(module.cpu().eval(), val_loader, num_classes)
-    metrics.update(epochs=recipe.epochs, spec=spec)
-    path = save_teacher(
-        built,
-        spec,
-        out,
-        {**metrics, "recipe": asdict(recipe)},
-    )
-    return {**metrics, "path": str(path)}
 
 
 def _load_data(data: str, image_size: int, seed: int):
