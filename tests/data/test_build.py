@@ -19,6 +19,7 @@ from tests.helpers import read_samples
 from .conftest import BUILD, SIZE, variant_cfgs
 
 
+@pytest.mark.slow  # built: five variant sets labelled by a teacher
 @pytest.mark.parametrize("name", ["randaug", "mixup", "inpaint", "extra", "val"])
 def test_variant_shards_decode_and_carry_the_teachers_label_of_the_stored_image(
     name, built, teacher
@@ -44,6 +45,7 @@ def test_variant_shards_decode_and_carry_the_teachers_label_of_the_stored_image(
     assert total == manifest.num_samples == reports[name].written
 
 
+@pytest.mark.slow  # built: five variant sets labelled by a teacher
 def test_manifest_counts_match_the_planned_units(built, sources):
     out, _, _ = built
     assert read_manifest(out / "randaug").num_samples == 2 * len(sources["train"].items)
@@ -53,6 +55,7 @@ def test_manifest_counts_match_the_planned_units(built, sources):
     assert m.classes == [str(i) for i in range(10)] and m.data["teacher"] == "timm:resnet10t"
 
 
+@pytest.mark.slow  # built: five variant sets labelled by a teacher
 def test_mixup_mixes_with_a_dominant_weight(built):
     out, _, _ = built
     for url in read_manifest(out / "mixup").urls():
@@ -61,6 +64,7 @@ def test_mixup_mixes_with_a_dominant_weight(built):
             assert 0.5 <= params["mix_weight"] <= 1.0 and params["partner"]
 
 
+@pytest.mark.slow  # built: five variant sets labelled by a teacher
 def test_inpaint_records_the_mask(built):
     out, _, _ = built
     for url in read_manifest(out / "inpaint").urls():
@@ -69,6 +73,7 @@ def test_inpaint_records_the_mask(built):
             assert mask["area"] >= 0.1 and mask["shapes"]
 
 
+@pytest.mark.slow  # built: five variant sets labelled by a teacher
 def test_extra_set_is_class_balanced_and_drops_images_under_the_threshold(
     built, pool_scores, sources
 ):

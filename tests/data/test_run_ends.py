@@ -95,6 +95,7 @@ TRAIN_ONCE = """
 """
 
 
+@pytest.mark.slow  # a fresh interpreter: seconds of imports
 @pytest.mark.parametrize("workers", [0, 2])
 def test_training_on_a_set_with_no_usable_sample_fails_fast_naming_each_shard(
     unusable_set, workers
@@ -125,6 +126,7 @@ ONE_RANK = """
 """
 
 
+@pytest.mark.slow  # a fresh interpreter: seconds of imports
 def test_a_rank_whose_shards_are_all_unusable_reads_the_rest_of_the_set(tmp_path):
     set_dir = write_set(tmp_path, "half", [5, 5])
     urls = read_manifest(set_dir).urls()

@@ -21,6 +21,7 @@ from data.shards import read_manifest
 from tests.helpers import read_samples
 
 
+@pytest.mark.slow  # built: five variant sets labelled by a teacher
 def test_mixing_1_1_2_gives_25_25_50_percent(built):
     out, _, _ = built
     dm = DistillDataModule(
@@ -43,6 +44,7 @@ def test_mixing_1_1_2_gives_25_25_50_percent(built):
         assert abs(counts[source] / total - share) < 0.03, counts
 
 
+@pytest.mark.slow  # built: five variant sets labelled by a teacher
 def test_training_images_are_the_stored_images_or_their_mirror_only(built):
     out, _, _ = built
     stored = {}
@@ -62,6 +64,7 @@ def test_training_images_are_the_stored_images_or_their_mirror_only(built):
     assert 0 < flipped < 160
 
 
+@pytest.mark.slow  # built: five variant sets labelled by a teacher
 def test_online_mode_crops_raw_images_afresh(built):
     out, _, _ = built
     n = read_manifest(out / "val").num_samples
@@ -107,6 +110,7 @@ def _broken_copy(built_dir: Path, dst: Path) -> tuple[Path, int]:
     return dst, intact + m.shard_counts[names[1]] - 1
 
 
+@pytest.mark.slow  # built: five variant sets labelled by a teacher
 def test_truncated_shard_and_missing_key_are_skipped_and_counted_mid_epoch(built, tmp_path):
     out, _, _ = built
     _, good_in_other_shards = _broken_copy(out, tmp_path / "val")

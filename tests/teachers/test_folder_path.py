@@ -58,6 +58,7 @@ def _assert_lists_bad_inputs(text: str, root: Path, bad: dict[str, str]) -> None
     assert set(listed) == set(bad), sorted(listed)
 
 
+@pytest.mark.slow  # trains a teacher
 def test_teacher_cli_skips_bad_files_lists_them_and_keeps_the_empty_class(
     messy_digit_folder, tmp_path, capsys
 ):
@@ -173,6 +174,7 @@ def test_mistyped_teacher_checkpoint_is_an_error_not_a_new_teacher(digit_root, t
     assert not typo.exists() and not (tmp_path / "shards").exists()
 
 
+@pytest.mark.slow  # trains a teacher
 def test_default_cache_path_trains_and_caches_the_teacher(digit_root, tmp_path):
     cfg = _folder_build(digit_root, tmp_path, *TRAINABLE, "only=[val]")
     run(cfg)

@@ -58,6 +58,7 @@ def test_unknown_spec_lists_the_forms():
         create_teacher("timm:not_a_model_at_all", pretrained=False)
 
 
+@pytest.mark.slow  # a fresh interpreter: seconds of imports
 def test_offline_hub_says_how_to_supply_weights():
     code = (
         "from teachers import create_teacher, TeacherWeightsUnavailable\n"
