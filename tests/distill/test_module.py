@@ -37,6 +37,7 @@ def _dm(cfg, mode="offline", batch=16):
         samples_per_epoch=batch * 6,
         mode=mode,
         online=d["online"],
+        shuffle_buffer=2 * batch,  # the default 1000 decodes the tiny sets many times over first
     )
 
 
