@@ -53,17 +53,25 @@ ON_CACHE = [
 def digits_cache(tmp_path_factory) -> list[str]:
     """Build the digits shards and train the digits teacher once; returns the overrides to use
     (the cache, the small-data settings and ``ON_CACHE``)."""
-    from distill.app import ensure_data
-
     cache = tmp_path_factory.mktemp("cache")
     overrides = [f"paths.cache={cache}", *SMALL_DATA]
+    _build(cache, overrides, baseline=True)  # trains the teacher; the baseline's sets too
+    return [*overrides, *ON_CACHE]
+
+
+def _build(cache: Path, overrides: list[str], baseline: bool, teacher: bool = False) -> None:
+    """Build every set a run needs in online (raw, val) and offline mode (the train sets), and
+    with ``baseline`` the from-labels baseline's; ``teacher`` first saves a random-init one."""
+    from distill.app import ensure_data
+
     cfg = compose_train(["+student=mnv4_conv_s", "mode=online", *overrides], cache / "out")
     c = OmegaConf.to_container(cfg, resolve=True)
-    c["baseline"]["enabled"] = True
-    ensure_data(c)  # train sets, val, raw (online) and the baseline's sets
+    if teacher:
+        save_random_teacher(Path(c["teacher"]["cache_path"]))
+    c["baseline"]["enabled"] = baseline
+    ensure_data(c)
     c["mode"] = "offline"
     ensure_data(c)
-    return [*overrides, *ON_CACHE]
 
 
 # About 64 real digits per split at 32 px: one RandAugment replica to train on (set mixing is the
@@ -84,16 +92,9 @@ def tiny_cache(tmp_path_factory) -> list[str]:
     """Every digits set (offline, online raw, validation) built by the project's builder from
     about 64 real images each, labelled by a random-init ``timm:resnet10t`` saved where the
     digits teacher is cached (so nothing is trained); returns the overrides to use."""
-    from distill.app import ensure_data
-
     cache = tmp_path_factory.mktemp("tiny_cache")
     overrides = [f"paths.cache={cache}", *TINY_DATA, *ON_CACHE]
-    cfg = compose_train(["+student=mnv4_conv_s", "mode=online", *overrides], cache / "out")
-    c = OmegaConf.to_container(cfg, resolve=True)
-    save_random_teacher(Path(c["teacher"]["cache_path"]))
-    ensure_data(c)  # raw and val
-    c["mode"] = "offline"
-    ensure_data(c)  # randaug
+    _build(cache, overrides, baseline=False, teacher=True)
     return overrides
 
 
