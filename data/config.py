@@ -66,7 +66,9 @@ class DatasetKeys:
     sources: dict[str, Any] = field(default_factory=dict)
     variants: dict[str, Any] = field(default_factory=dict)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    data_root: str | None = None  # dataset=folder
+    # dataset=folder: its ``???`` must survive the merge (a missing value never overrides a
+    # default), so the schema leaves it missing and the other dataset files set it to null
+    data_root: str | None = MISSING
     folder_name: str | None = None  # dataset=folder
     imagenet_root: str | None = None  # dataset=imagenet
     extra_pool: str | None = None  # dataset=imagenet

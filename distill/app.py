@@ -64,8 +64,14 @@ def check_command_line(cfg: DictConfig) -> None:
     """Fail fast, before any work, on the mistakes users actually make."""
     if OmegaConf.is_missing(cfg, "student"):
         raise UsageError(
-            "choose a student with +student=<name> (note the +), e.g. "
-            f"python -m distill +student=mnv4_conv_s. Choices: {', '.join(student_options())}"
+            "choose a student with student=<name>, e.g. "
+            f"python -m distill student=mnv4_conv_s. Choices: {', '.join(student_options())}"
+        )
+    unset = sorted(k for k in cfg if k != "student" and OmegaConf.is_missing(cfg, k))
+    if unset:  # e.g. dataset=folder without data_root
+        raise UsageError(
+            " ".join(f"{k}=..." for k in unset) + " must be set on the command line "
+            "(e.g. dataset=folder data_root=/path/to/images)"
         )
     try:
         check_schema(cfg)
