@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv and install the project (editable) with the dev extra
 
 demo: $(STAMP) ## the main job: distil MNv4 Conv-S on the embedded digits data, offline
-	$(BIN)/python -m distill +student=mnv4_conv_s
+	$(BIN)/python -m distill student=mnv4_conv_s
 
 test: $(STAMP) ## the whole test suite (what CI runs)
 	$(BIN)/pytest -q
