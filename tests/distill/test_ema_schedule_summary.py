@@ -74,11 +74,6 @@ def test_lr_warms_up_linearly_to_the_peak_at_warmup_steps_then_decreases():
     assert all(a > b for a, b in zip(lrs[WARMUP:], lrs[WARMUP + 1 :], strict=False))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="common/schedule.py:warmup_cosine reads eta_min after LinearLR has scaled the LR to "
-    "1e-3 x peak, so the cosine ends at 1e-3 x floor x peak, not floor x peak",
-)
 def test_lr_follows_a_cosine_from_the_peak_to_floor_times_peak_at_total():
     lrs = _lrs(WARMUP, TOTAL, FLOOR, PEAK)
     low = FLOOR * PEAK
