@@ -1,6 +1,6 @@
 """``run(cfg)``: the distillation job, top to bottom.
 
-1. ``start_run``: check the command line (``+student=``, no ``-m`` with DDP) and the values;
+1. ``start_run``: check the command line (``student=``, no ``-m`` with DDP) and the values;
 2. ``prepare_data``: build the configured shard sets if they are missing (training the teacher
    first if it is missing too: the embedded default does both on a fresh machine);
 3. ``distil`` the student; 4. ``train_baseline``: the from-labels baseline on the same budget;
@@ -47,7 +47,7 @@ class UsageError(SystemExit):
 
 
 def student_options(cfg_dir: Path | None = None) -> list[str]:
-    """The ``+student=`` choices: conf/student/*.yaml (plus --config-dir additions via Hydra)."""
+    """The ``student=`` choices: conf/student/*.yaml (plus --config-dir additions via Hydra)."""
     try:
         from hydra.core.global_hydra import GlobalHydra
 
@@ -387,9 +387,9 @@ def run(cfg: DictConfig) -> float:
     resume = resolve_resume(c.get("ckpt_path"), out / "checkpoints", c["student"]["name"])
     prepare_data(c)  # 2.
     dm, result = distil(c, out, resume)  # 3.
-    summary = run_summary(c, dm, result, out)
-    summary.update(train_baseline(c, dm, result["trainer"], out))  # 4.
+    baseline = train_baseline(c, dm, result["trainer"], out)  # 4.
     if result["trainer"].is_global_zero:  # 5.
+        summary = {**run_summary(c, dm, result, out), **baseline}
         finish_run(c, summary, result, dm, out, wall_start)
     return float(result["metrics"].get(c["checkpoint"]["monitor"], 0.0))
 
