@@ -128,7 +128,7 @@ class SetBuilder:
         self.variant, self.source, self.teacher = variant, source, teacher
         self.cfg, self.rank, self.world = cfg, rank, world
         self.set_dir = Path(out_dir) / variant.name
-        self.shard_size = int(cfg.get("shard_size", 1000))
+        self.shard_size = int(cfg.get("shard_size", 500))  # conf/train.yaml, conf/build.yaml
         self.top_k = cfg.get("top_k")
         self.temperature = float(cfg.get("temperature", 1.0))
         self.batch_size = int(cfg.get("batch_size", 64))

@@ -64,7 +64,9 @@ class DigitsSource(Source):
         from common.digits import DIGIT_CLASSES, load_digits_images, stratified_split
 
         super().__init__()
-        fractions = dict(fractions or {"labelled": 0.2, "pool": 0.6, "val": 0.2})
+        fractions = dict(
+            fractions or {"labelled": 0.1, "pool": 0.6, "val": 0.3}
+        )  # conf/dataset/digits.yaml
         if split not in fractions:
             raise SourceError(f"digits split {split!r} not in {sorted(fractions)}")
         images, labels = load_digits_images(size)
