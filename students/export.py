@@ -68,7 +68,10 @@ def cpu_eval_copy(model: nn.Module) -> nn.Module:
 def _torch_export(
     model: nn.Module, path: Path, resolution: int, batch: int, dynamic_hw: bool
 ) -> None:
-    x = torch.randn(batch, getattr(model, "in_chans", 3), resolution, resolution)
+    # a traced size-1 dimension is specialised to 1 by torch.export, so a 32-px trace (1x1 final
+    # feature map) could not vary H/W: trace at 64 px or more, check at ``resolution``
+    size = max(resolution, 64) if dynamic_hw else resolution
+    x = torch.randn(batch, getattr(model, "in_chans", 3), size, size)
     dims: dict[int, torch.export.Dim] = {0: torch.export.Dim("batch")}
     if dynamic_hw:
         dims[2] = torch.export.Dim("height", min=32, max=4096)
