@@ -275,6 +275,7 @@ def test_smoke_preset_runs_every_stage_from_a_cold_cache(tmp_path):
     assert {"randaug", "mixup", "extra", "val"} <= built
     assert r["global_step"] == 12 and "val/top1" in r["baseline_metrics"]
     assert Path(r["exports"]["onnx"]).is_file() and Path(r["exports"]["safetensors"]).is_file()
+    assert r["exports"]["onnx_dynamic_hw"] is True  # a 32-px model varies H/W too
     assert io.StringIO(out.stdout).getvalue().count("distillation summary") == 1
 
 
