@@ -456,12 +456,19 @@ def train_baseline(c: dict, dm, trainer, out: Path) -> dict:
 
 
 def finish_run(c: dict, summary: dict, result: dict, dm, out: Path, wall_start: float) -> None:
-    """Export the student, write ``results.json`` and print the summary (rank 0)."""
+    """Export the student, write ``results.json``, the report, and print the summary (rank 0)."""
     if c["export"]["enabled"]:
         summary["exports"] = export_run(c, result, dm, out)
     summary["total_wall_s"] = round(time.perf_counter() - wall_start, 1)
     write_json(out / "results.json", summary)
+    report = None
+    if c["report"]["enabled"]:  # after results.json: a failed report is a warning, not a lost run
+        from distill.report import report_run
+
+        report = report_run(c, out)
     print(format_summary(summary))
+    if report is not None:
+        print(f"  report                             {report}")
 
 
 def run_summary(c: dict, dm, result: dict, out: Path) -> dict:

@@ -114,6 +114,14 @@ class ExportConfig:
 
 
 @dataclass
+class ReportConfig:
+    """``report.html`` at the end of every run (``distill.report``)."""
+
+    enabled: bool = MISSING
+    max_samples: int | None = MISSING  # validation images the report uses; null: all
+
+
+@dataclass
 class TrainConfig(DatasetKeys):
     """conf/train.yaml. ``trainer`` goes to ``lightning.Trainer`` as it is; ``logger`` holds the
     optional ``wandb`` section (conf/logger/wandb.yaml)."""
@@ -130,6 +138,7 @@ class TrainConfig(DatasetKeys):
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     build: BuildConfig = field(default_factory=BuildConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     loss: LossConfig = field(default_factory=LossConfig)

@@ -1,0 +1,108 @@
+"""The run report: a real (tiny) run writes report.html with every figure inline, the command
+line re-renders it, a directory that is not a run gets a one-line error, a failed report never
+loses a run, and the calibration numbers are the textbook ones."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from distill.app import run
+from distill.report import FIGURES, main, report_run, write_report
+from distill.report_data import calibration
+from tests.helpers import run_module
+
+from .conftest import compose_train
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tiny_cache, tmp_path_factory) -> Path:
+    """``+debug=smoke`` (with its baseline) on the tiny cache; its config saved as Hydra does,
+    so the command line can render it again."""
+    out = tmp_path_factory.mktemp("report_run")
+    cfg = compose_train(
+        ["+student=mnv4_conv_s", "+debug=smoke", *tiny_cache, "baseline.enabled=true"], out
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_MODE", "disabled")
+        run(cfg)
+    (out / ".hydra").mkdir()
+    OmegaConf.save(cfg, out / ".hydra" / "config.yaml")
+    return out
+
+
+def _check_page(run_dir: Path) -> None:
+    page = (run_dir / "report.html").read_text()
+    assert "mnv4_conv_s" in page.split("</h1>")[0]  # the title names the student
+    for name in FIGURES:
+        png = run_dir / "report" / f"{name}.png"
+        data = png.read_bytes()
+        assert data.startswith(PNG) and len(data) > 5000, (name, len(data))
+        assert f"data:image/png;base64,{base64.b64encode(data).decode()}" in page, name
+        assert f"<section id='{name}'>" in page
+    assert "teacher top-1" in page and "<th>agreement</th>" in page  # headline, per-class table
+
+
+def test_every_run_writes_a_report_with_every_figure_inline(smoke_run):
+    _check_page(smoke_run)
+
+
+@pytest.mark.slow
+def test_report_command_line_renders_a_run_directory(smoke_run):
+    (smoke_run / "report.html").unlink()
+    for png in (smoke_run / "report").glob("*.png"):
+        png.unlink()
+    out = run_module("distill.report", [str(smoke_run)], timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "report.html" in out.stdout
+    _check_page(smoke_run)
+
+
+def test_a_directory_that_is_not_a_run_gets_a_one_line_error(tmp_path, capsys):
+    assert main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("error:") and "not a run directory" in err and "results.json" in err
+
+
+def test_a_failed_report_is_a_warning_and_never_loses_the_run(tmp_path, caplog):
+    (tmp_path / "results.json").write_text('{"student": "mnv4_conv_s"}')
+    c = {"data": {"root": str(tmp_path / "no_shards"), "val_set": "val"}, "logger": {}}
+    with caplog.at_level(logging.WARNING, logger="distill"):
+        assert report_run(c, tmp_path) is None
+    assert "report not written" in caplog.text
+    assert (tmp_path / "results.json").is_file() and not (tmp_path / "report.html").exists()
+
+
+@pytest.mark.slow
+def test_with_wandb_the_figures_and_the_per_class_table_go_to_wandb(smoke_run, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    c = OmegaConf.to_container(OmegaConf.load(smoke_run / ".hydra" / "config.yaml"), resolve=True)
+    c["logger"] = {"wandb": {"enabled": True, "project": "test", "tags": ["report"]}}
+    write_report(smoke_run, c, use_wandb=True)
+    runs = list((smoke_run / "report" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    records = b"".join(p.read_bytes() for p in runs[0].glob("*.wandb"))
+    assert b"report/per_class" in records and b"report/confusion" in records
+    media = [p.name for p in runs[0].rglob("*.png")]
+    assert len(media) == len(FIGURES), media
+
+
+def test_calibration_bins_and_ece_by_hand():
+    # two images at confidence 0.9 (one right), two at 0.7 (both right): bins (0.8, 0.9], (0.6, 0.7]
+    probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.3, 0.7], [0.7, 0.3]])
+    labels = np.array([0, 1, 1, 0])
+    cal = calibration(probs, labels, bins=10)
+    assert cal["count"][8] == 2 and cal["count"][6] == 2
+    assert cal["accuracy"][8] == pytest.approx(0.5) and cal["confidence"][8] == pytest.approx(0.9)
+    assert cal["accuracy"][6] == pytest.approx(1.0) and cal["confidence"][6] == pytest.approx(0.7)
+    # ECE = 2/4 * |0.5 - 0.9| + 2/4 * |1.0 - 0.7| = 0.35
+    assert cal["ece"] == pytest.approx(0.35)
