@@ -25,13 +25,21 @@ from data.config import BuildConfig, DatasetKeys, PathsConfig, register_build_co
 
 @dataclass
 class LossConfig:
-    kind: str = MISSING  # soft_ce | kl
+    """conf/loss/<kind>.yaml (``distill.losses``). The weights of one kind are set in its own
+    file and null in the others (``distill.losses.kd_params`` checks them)."""
+
+    kind: str = MISSING  # soft_ce | kl | dkd | dist
     temperature: float = MISSING
     kd_weight: float = MISSING
     gt_weight: float = MISSING
     label_smoothing: float = MISSING
     feature_weight: float = MISSING
     mixup_alpha: float = MISSING
+    standardize: bool = MISSING  # logit standardisation (soft_ce, kl, dkd)
+    dkd_alpha: float | None = None  # DKD: TCKD weight
+    dkd_beta: float | None = None  # DKD: NCKD weight
+    dist_beta: float | None = None  # DIST: inter-class weight
+    dist_gamma: float | None = None  # DIST: intra-class weight
 
 
 @dataclass

@@ -36,7 +36,7 @@ from distill.config import (
     section,
 )
 from distill.holder import TeacherHolder
-from distill.losses import kd_loss
+from distill.losses import kd_loss, kd_params, soften
 from teachers import FrozenTeacher
 
 MAX_SKIP_REASONS = 20
@@ -100,6 +100,7 @@ class DistillModule(L.LightningModule):
             raise ValueError(f"mode must be offline, online or labels, got {mode!r}")
         self.mode = mode
         self.loss_cfg = section(LossConfig, loss)
+        self.kd_params = kd_params(self.loss_cfg)  # a bad kind or an unset weight fails here
         self.optim_cfg = section(OptimizerConfig, optimizer)
         self.sched_cfg = section(ScheduleConfig, schedule)
         model_cfg, ema_cfg = section(ModelConfig, model), section(EmaConfig, ema)
@@ -210,8 +211,8 @@ class DistillModule(L.LightningModule):
         if self.mode == "online" or ("soft" not in batch and self.teacher is not None):
             return self.teacher.probs(batch["view"], t)
         soft = batch.get("soft")
-        if soft is not None and t != 1.0:  # re-soften stored T=1 probabilities: p^(1/T)
-            soft = F.softmax(soft.clamp_min(1e-12).log() / t, dim=-1)
+        if soft is not None:  # re-soften stored T=1 probabilities: p^(1/T), top-k zeros kept
+            soft = soften(soft, t)
         return soft
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -231,7 +232,15 @@ class DistillModule(L.LightningModule):
         if self.mode != "labels" and cfg.kd_weight > 0:
             if probs is None:
                 probs = self._targets(batch)
-            loss_kd = kd_loss(cfg.kind, logits, probs, cfg.temperature)
+            loss_kd = kd_loss(
+                cfg.kind,
+                logits,
+                probs,
+                cfg.temperature,
+                labels=batch["label"],
+                standardize=cfg.standardize,
+                **self.kd_params,
+            )
             loss = loss + cfg.kd_weight * loss_kd
             self.log("train/loss_kd", loss_kd)
         gt_weight = 1.0 if self.mode == "labels" else cfg.gt_weight
