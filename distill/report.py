@@ -262,7 +262,8 @@ def _to_wandb(c: dict, run_dir: Path, results: dict, headline, paths: dict, p, s
     try:
         import wandb
 
-        name = (wcfg.get("name") or c.get("run_name") or run_dir.name) + "-report"
+        run_name = c.get("run_name") or f"{results.get('student')}-{results.get('mode')}"
+        name = (wcfg.get("name") or run_name) + "-report"  # the distillation run's, + -report
         (run_dir / "report").mkdir(exist_ok=True)
         run = wandb.init(
             project=wcfg.get("project", "mnv4-distill"),

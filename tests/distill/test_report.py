@@ -27,9 +27,9 @@ def smoke_run(tiny_cache, tmp_path_factory) -> Path:
     """``+debug=smoke`` (with its baseline) on the tiny cache; its config saved as Hydra does,
     so the command line can render it again."""
     out = tmp_path_factory.mktemp("report_run")
-    cfg = compose_train(
-        ["+student=mnv4_conv_s", "+debug=smoke", *tiny_cache, "baseline.enabled=true"], out
-    )
+    # a shuffle buffer the size of the tiny sets: the default 1000 decodes them many times first
+    overrides = ["+debug=smoke", *tiny_cache, "baseline.enabled=true", "data.shuffle_buffer=32"]
+    cfg = compose_train(["+student=mnv4_conv_s", *overrides], out)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WANDB_MODE", "disabled")
         run(cfg)
