@@ -106,3 +106,10 @@ def test_calibration_bins_and_ece_by_hand():
     assert cal["accuracy"][6] == pytest.approx(1.0) and cal["confidence"][6] == pytest.approx(0.7)
     # ECE = 2/4 * |0.5 - 0.9| + 2/4 * |1.0 - 0.7| = 0.35
     assert cal["ece"] == pytest.approx(0.35)
+
+
+def test_a_misspelt_report_key_fails_at_compose_time():
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="report.enabeld"):
+        compose_train(["+student=mnv4_conv_s", "report.enabeld=false"])
