@@ -121,10 +121,78 @@ def extreme_mixup(
     return a * images + (1.0 - a) * partners, a
 
 
+class RecordedRandAugment(v2.RandAugment):
+    """torchvision's RandAugment with its random draws made explicit and replayable.
+
+    ``draw`` picks ``num_ops`` (op index, signed magnitude bin) pairs from a seeded
+    ``random.Random``; ``apply`` runs them through torchvision's own op implementations, so a
+    stored recipe renders the same pixels as the builder did. ``OPS`` is the op table a recipe's
+    indices refer to (recorded in recipe manifests).
+    """
+
+    OPS: tuple[str, ...] = tuple(v2.RandAugment._AUGMENTATION_SPACE)
+
+    def draw(self, rng: random.Random) -> list[list[int]]:
+        ops = []
+        for _ in range(self.num_ops):
+            op = rng.randrange(len(self.OPS))
+            signed = self._AUGMENTATION_SPACE[self.OPS[op]][1]
+            sign = -1 if signed and rng.random() < 0.5 else 1
+            ops.append([op, sign * int(self.magnitude)])
+        return ops
+
+    def apply(self, img: torch.Tensor, ops: list[list[int]]) -> torch.Tensor:
+        """``img`` uint8 [C, H, W] through the ops; ``BadRecipe`` for an op or bin out of range."""
+        height, width = img.shape[-2:]
+        for op, signed_bin in ops:
+            op, signed_bin = int(op), int(signed_bin)
+            if not 0 <= op < len(self.OPS):
+                raise BadRecipe(f"RandAugment op {op} unknown (the table has {len(self.OPS)})")
+            if abs(signed_bin) >= self.num_magnitude_bins:
+                raise BadRecipe(f"RandAugment magnitude bin {signed_bin} out of range")
+            name = self.OPS[op]
+            magnitudes_fn, signed = self._AUGMENTATION_SPACE[name]
+            magnitudes = magnitudes_fn(self.num_magnitude_bins, height, width)
+            magnitude = 0.0
+            if magnitudes is not None:
+                magnitude = float(magnitudes[abs(signed_bin)])
+                if signed and signed_bin < 0:
+                    magnitude *= -1
+            img = self._apply_image_or_video_transform(
+                img, name, magnitude, interpolation=self.interpolation, fill=self._fill
+            )
+        return img
+
+
+class BadRecipe(ValueError):
+    """A stored recipe that cannot be rendered (unknown op, missing image, bad field)."""
+
+
+def _crop(img: torch.Tensor, box: list[int], size: int) -> torch.Tensor:
+    top, left, h, w = (int(v) for v in box)
+    if (
+        h <= 0
+        or w <= 0
+        or top < 0
+        or left < 0
+        or top + h > img.shape[-2]
+        or left + w > img.shape[-1]
+    ):
+        raise BadRecipe(f"crop box {list(box)} outside the {tuple(img.shape[-2:])} image")
+    return TF.resized_crop(img, top, left, h, w, [size, size], antialias=True)
+
+
 class Variant(ABC):
-    """A named recipe; ``cfg`` holds ``name``, ``replicas``, ``seed``, ``image_size`` and more."""
+    """A named recipe; ``cfg`` holds ``name``, ``replicas``, ``seed``, ``image_size`` and more.
+
+    A view is planned, then rendered: ``plan`` draws every random choice of one view into a small
+    dict (crop box, ops, partner, weight, mask seed) and ``render`` turns that dict and the source
+    pixels into the view. Pixel sets store the rendered view; recipe sets (data/recipes.py) store
+    the dict and render it again in the loader, with this same code.
+    """
 
     kind = "variant"
+    group = 1  # images one view may read: itself and, for mixup, the partners in its group
 
     def __init__(self, cfg: dict) -> None:
         self.cfg = cfg
@@ -143,19 +211,32 @@ class Variant(ABC):
                 out.append(Unit(len(out), item, r, item.label))
         return out
 
-    def make(self, unit: Unit, load: Callable[[Item], np.ndarray]) -> tuple[np.ndarray, dict]:
-        """The augmented RGB image of ``unit`` and its parameters (seeded, reproducible)."""
-        seed = unit_seed(self.seed, self.name, unit.key)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            img, params = self._make(unit, load, np.random.default_rng(seed), random.Random(seed))
-        return to_hwc(img), {"seed": seed, **params}
+    def rngs(self, key: str) -> tuple[int, random.Random, np.random.Generator]:
+        """The seed of the view named ``key`` and its two generators (crops/ops, Beta/masks)."""
+        seed = unit_seed(self.seed, self.name, key)
+        return seed, random.Random(seed), np.random.default_rng(seed)
+
+    def plan(
+        self, shapes: list[tuple[int, int]], i: int, rng: random.Random, nrng: np.random.Generator
+    ) -> dict:
+        """Every random choice of a view of image ``i`` among ``shapes`` (its group's H, W)."""
+        h, w = shapes[i]
+        return {"crop": list(random_resized_box(h, w, self.crop_scale, rng))}
 
     @abstractmethod
-    def _make(
-        self, unit: Unit, load, rng: np.random.Generator, box_rng: random.Random
-    ) -> tuple[torch.Tensor, dict]:
-        """Produce the CHW uint8 image under the unit's seeded RNGs (``box_rng``: crops)."""
+    def render(self, recipe: dict, images: list[torch.Tensor | None], i: int) -> torch.Tensor:
+        """The uint8 [C, H, W] view of image ``i`` (``images``: its group, CHW uint8)."""
+
+    def describe(self, recipe: dict) -> dict:
+        """The recipe as a pixel set's sample json records it."""
+        return dict(recipe)
+
+    def make(self, unit: Unit, load: Callable[[Item], np.ndarray]) -> tuple[np.ndarray, dict]:
+        """The augmented RGB image of ``unit`` and its parameters (seeded, reproducible)."""
+        seed, rng, nrng = self.rngs(unit.key)
+        images = [to_chw(load(unit.item))]
+        recipe = self.plan([tuple(images[0].shape[-2:])], 0, rng, nrng)
+        return to_hwc(self.render(recipe, images, 0)), {"seed": seed, **self.describe(recipe)}
 
 
 class RandAugVariant(Variant):
@@ -165,18 +246,30 @@ class RandAugVariant(Variant):
         super().__init__(cfg)
         ra = cfg.get("randaugment", {})
         self.num_ops, self.magnitude = int(ra.get("num_ops", 2)), int(ra.get("magnitude", 9))
-        self.randaugment = v2.RandAugment(self.num_ops, self.magnitude)
+        self.randaugment = RecordedRandAugment(self.num_ops, self.magnitude)
 
-    def _make(self, unit, load, rng, box_rng):
-        img, params = random_resized_crop(
-            to_chw(load(unit.item)), self.size, self.crop_scale, box_rng
-        )
-        params["randaugment"] = [self.num_ops, self.magnitude]
-        return self.randaugment(img), params
+    def plan(self, shapes, i, rng, nrng):
+        recipe = super().plan(shapes, i, rng, nrng)
+        recipe["ops"] = self.randaugment.draw(rng)
+        return recipe
+
+    def render(self, recipe, images, i):
+        return self.randaugment.apply(_crop(images[i], recipe["crop"], self.size), recipe["ops"])
+
+    def describe(self, recipe):
+        ops = [[RecordedRandAugment.OPS[op], b] for op, b in recipe["ops"]]
+        return {"crop": recipe["crop"], "randaugment": [self.num_ops, self.magnitude], "ops": ops}
 
 
 class MixupVariant(Variant):
     kind = "mixup"
+
+    def __init__(self, cfg: dict) -> None:
+        super().__init__(cfg)
+        self.group = int(cfg.get("group", 8))
+        self.alpha = float(cfg.get("alpha", 1.0))
+        if self.group < 2:
+            raise ValueError(f"mixup variant {self.name!r}: group must be >= 2, got {self.group}")
 
     def units(self, source: Source) -> list[Unit]:
         out = []
@@ -202,24 +295,47 @@ class MixupVariant(Variant):
                 errors.append(f"{partner.ref}: {e}")
         raise BadImage("no mixup partner", "; ".join(errors) or "the source has one image")
 
-    def _make(self, unit, load, rng, box_rng):
-        a_img, a_params = random_resized_crop(
-            to_chw(load(unit.item)), self.size, self.crop_scale, box_rng
+    def plan(self, shapes, i, rng, nrng):
+        others = [j for j in range(len(shapes)) if j != i]
+        if not others:
+            raise BadImage("no mixup partner", "the group has one image")
+        recipe = super().plan(shapes, i, rng, nrng)
+        partner = others[rng.randrange(len(others))]
+        ph, pw = shapes[partner]
+        a = float(nrng.beta(self.alpha, self.alpha))
+        recipe.update(
+            partner=partner,
+            partner_crop=list(random_resized_box(ph, pw, self.crop_scale, rng)),
+            weight=float(np.float32(max(a, 1.0 - a))),  # stored as float32: replay is exact
         )
-        partner, b_rgb = self._load_partner(unit, load)
-        b_img, b_params = random_resized_crop(to_chw(b_rgb), self.size, self.crop_scale, box_rng)
-        alpha = self.cfg.get("alpha", 1.0)
-        mixed, a = extreme_mixup(
-            a_img.float(), alpha, partners=b_img.float(), draw=rng.beta(alpha, alpha)
+        return recipe
+
+    def render(self, recipe, images, i):
+        partner = int(recipe["partner"])
+        if partner == i or not 0 <= partner < len(images) or images[partner] is None:
+            raise BadRecipe(f"mixup partner {partner} is not another image of the sample")
+        a_img = _crop(images[i], recipe["crop"], self.size)
+        b_img = _crop(images[partner], recipe["partner_crop"], self.size)
+        mixed, _ = extreme_mixup(
+            a_img.float(), self.alpha, partners=b_img.float(), draw=recipe["weight"]
         )
-        mixed = mixed.round().clamp(0, 255)
-        return mixed.to(torch.uint8), {
-            "mix_weight": round(a, 6),
-            "crop": a_params["crop"],
-            "partner": partner.key,
-            "partner_crop": b_params["crop"],
-            "partner_label": partner.label,
+        return mixed.round().clamp(0, 255).to(torch.uint8)
+
+    def describe(self, recipe):
+        return {
+            "crop": recipe["crop"],
+            "partner_crop": recipe["partner_crop"],
+            "mix_weight": round(recipe["weight"], 6),
         }
+
+    def make(self, unit, load):
+        seed, rng, nrng = self.rngs(unit.key)
+        partner, b_rgb = self._load_partner(unit, load)
+        images = [to_chw(load(unit.item)), to_chw(b_rgb)]
+        recipe = self.plan([tuple(im.shape[-2:]) for im in images], 0, rng, nrng)
+        params = {"seed": seed, **self.describe(recipe)}
+        params.update(partner=partner.key, partner_label=partner.label)
+        return to_hwc(self.render(recipe, images, 0)), params
 
 
 class InpaintVariant(Variant):
@@ -235,15 +351,24 @@ class InpaintVariant(Variant):
         self.area = tuple(cfg.get("mask_area", (0.05, 0.25)))
         self.mask_kinds = tuple(cfg.get("mask_kinds", ("rect", "stroke")))
 
-    def _make(self, unit, load, rng, box_rng):
-        img, params = random_resized_crop(
-            to_chw(load(unit.item)), self.size, self.crop_scale, box_rng
-        )
+    def plan(self, shapes, i, rng, nrng):
+        recipe = super().plan(shapes, i, rng, nrng)
+        recipe["mask_seed"] = int(nrng.integers(2**32))  # the mask is drawn from it (numpy PCG64)
+        return recipe
+
+    def _mask(self, recipe: dict) -> tuple[np.ndarray, dict]:
         from data.inpaint import random_mask
 
-        mask, mask_params = random_mask(self.size, self.size, rng, self.area, self.mask_kinds)
-        filled = self.inpainter(to_hwc(img), mask)
-        return to_chw(np.asarray(filled, dtype=np.uint8)), {**params, "mask": mask_params}
+        mask_rng = np.random.default_rng(int(recipe["mask_seed"]))
+        return random_mask(self.size, self.size, mask_rng, self.area, self.mask_kinds)
+
+    def render(self, recipe, images, i):
+        img = _crop(images[i], recipe["crop"], self.size)
+        filled = self.inpainter(to_hwc(img), self._mask(recipe)[0])
+        return to_chw(np.asarray(filled, dtype=np.uint8))
+
+    def describe(self, recipe):
+        return {**recipe, "mask": self._mask(recipe)[1]}
 
 
 class ExtraVariant(RandAugVariant):
@@ -268,17 +393,19 @@ class ExtraVariant(RandAugVariant):
                 out.append(unit)
         return out
 
-    def _make(self, unit, load, rng, box_rng):
-        img, params = super()._make(unit, load, rng, box_rng)
+    def make(self, unit, load):
+        img, params = super().make(unit, load)
         return img, {**params, "pseudo_class": unit.info["pseudo_class"]}
 
 
 class PlainVariant(Variant):
     kind = "plain"
 
-    def _make(self, unit, load, rng, box_rng):
-        crop_pct = float(self.cfg.get("crop_pct", 0.875))
-        return center_view(to_chw(load(unit.item)), self.size, crop_pct), {"crop_pct": crop_pct}
+    def plan(self, shapes, i, rng, nrng):
+        return {"crop_pct": float(self.cfg.get("crop_pct", 0.875))}
+
+    def render(self, recipe, images, i):
+        return center_view(images[i], self.size, recipe["crop_pct"])
 
 
 VARIANTS: dict[str, type[Variant]] = {

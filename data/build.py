@@ -133,7 +133,9 @@ def build_from_config(
     if labelled:
         teacher = teacher_from_config(tcfg, sources).to(_device(device))
     out = out_dir if out_dir is not None else c["out_dir"]
-    return build_sets(variants, sources, teacher, out, c["build"], rank, world, overwrite)
+    return build_sets(
+        variants, sources, teacher, out, c["build"], rank, world, overwrite, teacher_cfg=tcfg
+    )
 
 
 def run(cfg: DictConfig) -> list:

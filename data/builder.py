@@ -19,15 +19,26 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from common.files import wait_for_files
 from common.images import BadImage, jpeg_round_trip
-from data.augment import ExtraVariant, Unit, Variant, center_view, make_variant, to_chw
+from data.augment import (
+    ExtraVariant,
+    RecordedRandAugment,
+    Unit,
+    Variant,
+    center_view,
+    make_variant,
+    to_chw,
+)
 from data.extra import Selection, balance
 from data.labels import encode_soft_label
+from data.recipe_build import Group, GroupAssembler, plan_groups, recipe_loader, storage_of
+from data.recipes import RECIPE_VERSION, ViewCodec, render_versions, tar_bytes
 from data.shards import (
     clean_partials,
     config_hash,
@@ -53,10 +64,12 @@ class SetReport:
     built_shards: int = 0
     samples: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    images_per_s: float = 0.0
+    views: int = 0
+    images_per_s: float = 0.0  # views rendered (and labelled) per second
     teacher_images_per_s: float = 0.0
     complete: bool = False
     balance: Selection | None = None
+    storage: dict | None = None  # the manifest's "storage" once the set is sealed
 
     def skip_counts(self) -> dict[str, int]:
         return dict(Counter(r.split(":")[0] for _, r in set(self.skipped)))
@@ -124,8 +137,10 @@ class SetBuilder:
         cfg: dict,
         rank: int = 0,
         world: int = 1,
+        teacher_cfg: dict | None = None,
     ) -> None:
         self.variant, self.source, self.teacher = variant, source, teacher
+        self.teacher_cfg = teacher_cfg
         self.cfg, self.rank, self.world = cfg, rank, world
         self.set_dir = Path(out_dir) / variant.name
         self.shard_size = int(cfg.get("shard_size", 500))  # conf/train.yaml, conf/build.yaml
@@ -135,17 +150,29 @@ class SetBuilder:
         self.num_workers = int(cfg.get("num_workers", 0))
         self.quality = int(variant.cfg.get("jpeg_quality", 90))
         self.progress = bool(cfg.get("progress", True))
+        self.store = str(cfg.get("store", "pixels"))
+        if self.store not in STORES:
+            raise ValueError(f"build.store must be one of {STORES}, got {self.store!r}")
+        # plain sets (validation, raw images) have one fixed view each: always stored as pixels
+        self.recipe = self.store == "recipe" and variant.kind != "plain"
+        self.raw_size = int(variant.cfg.get("raw_size") or round(variant.size * 256 / 224))
 
     # -- identity and resume ------------------------------------------------------------------
     def identity(self) -> dict:
         return {
-            "variant": dict(self.variant.cfg),
+            "variant": {
+                k: v
+                for k, v in self.variant.cfg.items()
+                if self.recipe or k not in RECIPE_ONLY_KEYS
+            },
             "source": self.source.describe(),
             "items": len(self.source.items),
             "teacher": None if self.teacher is None else self.teacher.info.spec,
             "top_k": self.top_k,
             "temperature": self.temperature,
             "shard_size": self.shard_size,
+            # only recipe sets name their storage: pixel sets built before it keep their hash
+            **({"store": "recipe", "raw_size": self.raw_size} if self.recipe else {}),
         }
 
     def _check_identity(self, overwrite: bool) -> str:
@@ -289,6 +316,86 @@ class SetBuilder:
         write_shard(self.set_dir, self.variant.name, index, samples, record)
         self.report.skipped.extend(skipped)
         self.report.written += len(samples)
+        self.report.views += len(samples)
+        return teacher_s
+
+    def _plan(self) -> list:
+        """Pixel sets: one unit per view. Recipe sets: one group of source images per sample."""
+        plan = plan_groups(self.variant, self.source) if self.recipe else None
+        if plan is None:
+            plan = self.variant.units(self.source)
+        if not plan:
+            raise ValueError(f"variant {self.variant.name!r} has no units to build")
+        return plan
+
+    def _per_shard(self) -> int:
+        """Tar samples per shard: ``shard_size`` source images (pixel sets: views)."""
+        return max(1, self.shard_size // self.variant.group) if self.recipe else self.shard_size
+
+    def _views(self, plan: list) -> int:
+        if not self.recipe:
+            return len(plan)
+        return sum(len(g.items) for g in plan) * self.variant.replicas
+
+    def codec(self) -> ViewCodec:
+        """The record layout of this recipe set's views."""
+        labelled = self.teacher is not None
+        return ViewCodec(
+            self.variant.kind,
+            int(getattr(self.variant, "num_ops", 0)),
+            self.teacher.num_classes if labelled else 0,
+            ("topk" if self.top_k else "full") if labelled else None,
+            int(self.top_k) if labelled and self.top_k else None,
+        )
+
+    def _build_recipe_shard(self, index: int, groups: list[Group], bar) -> float:
+        """Render every view of ``groups``, label them, write records (data/recipe_build.py)."""
+        loader = recipe_loader(
+            self.variant,
+            self.source,
+            groups,
+            self.raw_size,
+            self.quality,
+            int(self.variant.cfg.get("max_side", 4 * self.variant.size)),
+            self.batch_size,
+            self.num_workers,
+        )
+        assembler = GroupAssembler(self.codec(), self.variant.replicas)
+        samples, skipped, teacher_s = [], [], 0.0
+        sizes = {"views_bytes": 0, "image_bytes": 0, "images": 0, "views": 0}
+        pixel_bytes = []
+        for made in loader:
+            chunk = made["chunk"]
+            if chunk.start == 0:
+                skipped += made["skipped"]
+            if "failed" in made:
+                if made["failed"] not in skipped:
+                    skipped.append(made["failed"])
+                bar.update((chunk.stop - chunk.start) * len(groups[chunk.group].items))
+                continue
+            probs, indices, secs = self._label(list(made["views"]))
+            teacher_s += secs
+            if "pixel_view_bytes" in made:
+                pixel_bytes.append(made["pixel_view_bytes"])
+            bar.update(len(made["views"]))
+            sample = assembler.add(made, probs, indices)
+            if sample is not None:
+                samples.append(sample)
+                n_img = len(made["group"].items)
+                sizes["images"] += n_img
+                sizes["views"] += n_img * self.variant.replicas
+                for k, v in storage_of(sample).items():
+                    sizes[k] += v
+        record = {
+            "shard": shard_name(self.variant.name, index),
+            "skipped": skipped,
+            **sizes,
+            "pixel_view_bytes": [sum(pixel_bytes), len(pixel_bytes)],
+        }
+        write_shard(self.set_dir, self.variant.name, index, samples, record)
+        self.report.skipped.extend(skipped)
+        self.report.written += sizes["images"]
+        self.report.views += sizes["views"]
         return teacher_s
 
     def run(self, overwrite: bool = False) -> SetReport:
@@ -305,33 +412,88 @@ class SetBuilder:
                     "%s class balance:\n%s", self.variant.name, sel.report(self.source.classes)
                 )
             self.report.balance = sel
-        units = self.variant.units(self.source)
-        if not units:
-            raise ValueError(f"variant {self.variant.name!r} has no units to build")
-        n_shards = -(-len(units) // self.shard_size)
+        plan = self._plan()
+        per_shard = self._per_shard()
+        n_shards = -(-len(plan) // per_shard)
         mine = [i for i in range(n_shards) if i % self.world == self.rank]
         todo = [i for i in mine if not shard_complete(self.set_dir, self.variant.name, i)]
         self.report.reused_shards = len(mine) - len(todo)
-        todo_units = sum(len(units[i * self.shard_size : (i + 1) * self.shard_size]) for i in todo)
+        todo_views = sum(self._views(plan[i * per_shard : (i + 1) * per_shard]) for i in todo)
         bar = tqdm(
-            total=todo_units,
+            total=todo_views,
             desc=f"{self.variant.name} (rank {self.rank}/{self.world})",
-            unit="img",
+            unit="view",
             disable=not self.progress,
         )
         start, teacher_s = time.perf_counter(), 0.0
+        build = self._build_recipe_shard if self.recipe else self._build_shard
         for i in todo:
-            teacher_s += self._build_shard(
-                i, units[i * self.shard_size : (i + 1) * self.shard_size], bar
-            )
+            teacher_s += build(i, plan[i * per_shard : (i + 1) * per_shard], bar)
             self.report.built_shards += 1
         bar.close()
         elapsed = time.perf_counter() - start
-        if todo_units and elapsed > 0:
-            self.report.images_per_s = self.report.written / elapsed
-            self.report.teacher_images_per_s = self.report.written / teacher_s if teacher_s else 0.0
+        if todo_views and elapsed > 0:
+            self.report.images_per_s = self.report.views / elapsed
+            self.report.teacher_images_per_s = self.report.views / teacher_s if teacher_s else 0.0
         self.report.complete = self._seal(n_shards, h)
         return self.report
+
+    def _storage(self, records: list[dict]) -> dict:
+        """Bytes per stored view (and per source image for recipe sets), from the shard records."""
+        total_bytes = sum(int(r.get("bytes", 0)) for r in records)
+        if not self.recipe:
+            views = sum(r["samples"] for r in records)
+            return {
+                "mode": "pixels",
+                "replicas": self.variant.replicas,
+                "views": views,
+                "bytes_per_view": round(total_bytes / views, 1) if views else None,
+            }
+        views = sum(r["views"] for r in records)
+        images = sum(r["images"] for r in records)
+        px_sum = sum(r["pixel_view_bytes"][0] for r in records)
+        px_n = sum(r["pixel_view_bytes"][1] for r in records)
+        codec = self.codec()
+        label = 0
+        if codec.label == "full":
+            label = tar_bytes(len(encode_soft_label(np.zeros(codec.num_classes))))
+        elif codec.label == "topk":
+            label = tar_bytes(len(encode_soft_label(np.zeros(codec.top_k), np.zeros(codec.top_k))))
+        # a pixel set stores per view: the JPEG, the label, the class and a json (~1 block each)
+        pixel_view = (tar_bytes(round(px_sum / px_n)) + label + 2 * 1024) if px_n else None
+        return {
+            "mode": "recipe",
+            "replicas": self.variant.replicas,
+            "views": views,
+            "source_images": images,
+            "bytes_per_view": round(sum(r["views_bytes"] for r in records) / views, 1)
+            if views
+            else None,
+            "bytes_per_source_image": round(sum(r["image_bytes"] for r in records) / images, 1)
+            if images
+            else None,
+            "total_bytes": total_bytes,
+            "pixel_equivalent_bytes_per_view": pixel_view,
+        }
+
+    def _recipe_spec(self) -> dict:
+        """What the loader and ``data.verify`` need to render this set's views again."""
+        tcfg = self.teacher_cfg or {}
+        return {
+            "version": RECIPE_VERSION,
+            "variant": {k: v for k, v in self.variant.cfg.items() if k != "inpainter"},
+            "codec": self.codec().spec(),
+            "ops": list(RecordedRandAugment.OPS),
+            "raw_size": self.raw_size,
+            "versions": render_versions(),
+            "teacher": {
+                "spec": None if self.teacher is None else self.teacher.info.spec,
+                "checkpoint": tcfg.get("checkpoint"),
+                "pretrained": tcfg.get("pretrained", True),
+                "temperature": self.temperature,
+                "top_k": self.top_k,
+            },
+        }
 
     def _skip_summary(self, records: list[dict]) -> dict:
         """Everything this set left out: source listing, pool scoring and every shard's units.
@@ -353,12 +515,13 @@ class SetBuilder:
         if not all(shard_complete(self.set_dir, self.variant.name, i) for i in range(n_shards)):
             return False
         records = [json.loads((self.set_dir / n).with_suffix(".json").read_text()) for n in names]
+        count = "images" if self.recipe else "samples"  # recipe sets: one view per image visit
         teacher = self.teacher
         manifest = {
             "name": self.variant.name,
             "kind": self.variant.kind,
-            "num_samples": sum(r["samples"] for r in records),
-            "shards": {n: r["samples"] for n, r in zip(names, records, strict=True)},
+            "num_samples": sum(r[count] for r in records),
+            "shards": {n: r[count] for n, r in zip(names, records, strict=True)},
             "classes": self.source.classes or (teacher.info.classes if teacher else None),
             "num_classes": len(self.source.classes or [])
             or (teacher.num_classes if teacher else 0),
@@ -374,16 +537,22 @@ class SetBuilder:
             "source": self.source.describe(),
             "config_hash": h,
             **self._skip_summary(records),
+            "storage": self._storage(records),
         }
+        if self.recipe:
+            manifest["recipe"] = self._recipe_spec()
         if self.source.classes and teacher and teacher.num_classes != len(self.source.classes):
             raise ValueError(
                 f"teacher {teacher.info.spec} has {teacher.num_classes} classes, source "
                 f"{self.source.describe()} has {len(self.source.classes)}"
             )
         write_json_atomic(self.set_dir / "manifest.json", manifest)
+        self.report.storage = manifest["storage"]
         return True
 
 
+STORES = ("pixels", "recipe")
+RECIPE_ONLY_KEYS = ("raw_size", "group")  # left out of a pixel set's identity (hash unchanged)
 SKIP_EXAMPLES = 20
 
 
@@ -419,8 +588,13 @@ def build_sets(
     rank: int = 0,
     world: int = 1,
     overwrite: bool = False,
+    teacher_cfg: dict | None = None,
 ) -> list[SetReport]:
-    """Build every variant in ``variants`` (name -> variant cfg naming its ``source``)."""
+    """Build every variant in ``variants`` (name -> variant cfg naming its ``source``).
+
+    ``cfg`` is the ``build`` section (``store``: ``pixels`` or ``recipe``); ``teacher_cfg`` the
+    teacher's config, recorded in recipe manifests so ``data.verify`` can rerun that teacher.
+    """
     reports = []
     for name, vcfg in variants.items():
         vcfg = {**vcfg, "name": vcfg.get("name") or name}
@@ -435,7 +609,14 @@ def build_sets(
                 f"{source.describe()} has {len(source.classes)}: they must label the same classes"
             )
         builder = SetBuilder(
-            variant, source, teacher if needs_teacher else None, Path(out_dir), cfg, rank, world
+            variant,
+            source,
+            teacher if needs_teacher else None,
+            Path(out_dir),
+            cfg,
+            rank,
+            world,
+            teacher_cfg,
         )
         reports.append(builder.run(overwrite))
     return reports
@@ -450,12 +631,28 @@ def _inpainter(vcfg: dict):
     return instantiate(target)
 
 
+def _kb(n: float | None) -> str:
+    return "?" if n is None else (f"{n / 1024:.1f} KB" if n >= 1024 else f"{n:.0f} B")
+
+
+def storage_line(name: str, st: dict) -> str:
+    """One set's storage figures: per view, per source image, and the pixel-mode equivalent."""
+    if st["mode"] == "pixels":
+        return f"{name}: pixels, {st['replicas']} replicas, {_kb(st['bytes_per_view'])}/view"
+    return (
+        f"{name}: recipe, {st['replicas']} replicas, {_kb(st['bytes_per_view'])}/view + "
+        f"{_kb(st['bytes_per_source_image'])}/source image "
+        f"(pixels: ~{_kb(st['pixel_equivalent_bytes_per_view'])}/view); "
+        f"{st['views']} views of {st['source_images']} images in {_kb(st['total_bytes'])}"
+    )
+
+
 def summary(reports: list[SetReport], out_dir: str | Path) -> str:
-    """A printable end-of-build summary: written, reused, skipped and why (by file)."""
-    lines = [f"{'set':<12}{'written':>9}{'shards new/kept':>17}{'img/s':>9}{'teacher img/s':>15}"]
+    """A printable end-of-build summary: written, reused, skipped and why (by file), storage."""
+    lines = [f"{'set':<12}{'views':>9}{'shards new/kept':>17}{'views/s':>9}{'teacher img/s':>15}"]
     for r in reports:
         lines.append(
-            f"{r.name:<12}{r.written:>9}{f'{r.built_shards}/{r.reused_shards}':>17}"
+            f"{r.name:<12}{r.views:>9}{f'{r.built_shards}/{r.reused_shards}':>17}"
             f"{r.images_per_s:>9.1f}{r.teacher_images_per_s:>15.1f}"
             + ("" if r.complete else "  (waiting for other ranks' shards)")
         )
@@ -470,4 +667,6 @@ def summary(reports: list[SetReport], out_dir: str | Path) -> str:
         if r.complete:
             m = read_manifest(Path(out_dir) / r.name)
             lines.append(f"{r.name}: {m.num_samples} samples in {len(m.shard_counts)} shards")
+            if "storage" in m.data:
+                lines.append("  " + storage_line(r.name, m.data["storage"]))
     return "\n".join(lines)

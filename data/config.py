@@ -29,6 +29,7 @@ class BuildConfig:
     """How sets are built (data/builder.py ``SetBuilder``)."""
 
     shard_size: int = MISSING
+    store: str = MISSING  # pixels | recipe (data/recipes.py)
     batch_size: int = MISSING
     num_workers: int = MISSING
     top_k: int | None = MISSING

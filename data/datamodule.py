@@ -13,6 +13,7 @@ from pathlib import Path
 
 import lightning as L
 
+from data.recipes import version_drift
 from data.shards import Manifest, ManifestError, read_manifest
 from data.stream import loader, train_pipeline, val_pipeline
 
@@ -36,6 +37,8 @@ class DistillDataModule(L.LightningDataModule):
         seed: base seed for shard sampling, mixing and flips (distinct per rank and worker).
         shuffle_buffer: training samples shuffled across shards.
         val_batch_size: validation batch size (default: ``batch_size``).
+        recipe_check: recipe sets (data/recipes.py): skip a replayed view whose pixels differ
+            from the ones the teacher labelled (digest check); ``False`` trains on it anyway.
 
     ``python -m distill`` passes every argument from conf/train.yaml's ``data`` section.
     """
@@ -55,6 +58,7 @@ class DistillDataModule(L.LightningDataModule):
         seed: int = 0,
         shuffle_buffer: int = 1000,
         val_batch_size: int | None = None,
+        recipe_check: bool = True,
     ) -> None:
         super().__init__()
         if mode not in ("offline", "online"):
@@ -74,6 +78,7 @@ class DistillDataModule(L.LightningDataModule):
         self.val_batch_size = val_batch_size or batch_size
         self.samples_per_epoch, self.flip, self.seed = samples_per_epoch, flip, seed
         self.shuffle_buffer = shuffle_buffer
+        self.recipe_check = recipe_check
         self.manifests: dict[str, Manifest] = {}
 
     def prepare(self) -> None:
@@ -100,6 +105,8 @@ class DistillDataModule(L.LightningDataModule):
                 raise ManifestError(
                     f"offline training needs teacher labels; {unlabelled} have none"
                 )
+        for n in self.train_sets:
+            _warn_on_version_drift(n, self.manifests[n])
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare()
@@ -175,6 +182,8 @@ class DistillDataModule(L.LightningDataModule):
             self.shuffle_buffer,
             online,
             list(self.train_sets),
+            [self.manifests[n].data.get("recipe") for n in self.train_sets],
+            self.recipe_check,
         )
         return loader(pipeline, self.num_workers, self.seed, rank, self.steps_per_epoch(world))
 
@@ -196,6 +205,24 @@ class DistillDataModule(L.LightningDataModule):
         )
         # every rank reads every validation shard; its workers split them
         return loader(pipeline, min(self.num_workers, len(urls)), self.seed, rank)
+
+
+def _warn_on_version_drift(name: str, m: Manifest) -> None:
+    """A recipe set rendered by other library versions may not replay exactly: say so."""
+    recipe = m.data.get("recipe")
+    if not recipe:
+        return
+    drift = version_drift(recipe.get("versions", {}))
+    if drift:
+        changes = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in sorted(drift.items()))
+        log.warning(
+            "recipe set %s (%s) was rendered with other library versions (%s): views that do not "
+            "replay exactly are skipped; check with python -m data.verify %s",
+            name,
+            m.set_dir,
+            changes,
+            m.set_dir,
+        )
 
 
 def _require_samples(name: str, m: Manifest) -> None:

@@ -45,7 +45,8 @@ from torch.utils.data import IterableDataset, default_collate, get_worker_info
 
 from common.images import decode_jpeg_hwc
 from data.augment import random_resized_crop
-from data.labels import decode_soft_label
+from data.labels import _load_npy, decode_soft_label
+from data.recipes import CLASSES, BadRecipe, Replayer, ReplicaPicker, group_size
 from data.tario import samples as tar_members_by_key
 
 log = logging.getLogger("data")
@@ -144,6 +145,60 @@ def decode_sample(
     if soft is not None:
         out["soft"] = soft
     return out
+
+
+def expand_groups(samples: Iterable[dict]) -> Iterator[dict]:
+    """Recipe sets: one entry per source image of each group sample (bytes shared, not copied)."""
+    for s in samples:
+        if "__bad__" in s:
+            yield s
+            continue
+        n = group_size(s)
+        if n == 0:
+            yield {"__bad__": (sample_key(s), "recipe sample has no source image (0.jpg)")}
+        for i in range(n):
+            yield {**s, "__image__": i}
+
+
+def decode_view(
+    sample: dict,
+    replay: Replayer,
+    pick: ReplicaPicker | None,
+    num_classes: int,
+    source: int,
+    flip: bool,
+    rng: random.Random | None = None,
+) -> dict:
+    """A recipe sample's image ``__image__`` rendered as one of its stored views (the replica
+    ``pick`` chooses; replica 0 without one), with its stored label; bad recipes are skips."""
+    if "__bad__" in sample:
+        return sample
+    i = int(sample.get("__image__", 0))
+    try:
+        views = replay.records(sample)
+        name = f"{sample.get('__url__', '')}:{sample.get('__key__', '')}:{i}"
+        replica = pick(name, views.shape[1]) if pick is not None else 0
+        view, row = replay.render(sample, i, replica, views)
+        soft = replay.codec.soft_label(row)
+        classes = _load_npy(sample[CLASSES])
+        label = int(classes[i])
+        if not -1 <= label < num_classes:
+            raise ValueError(f"class {label} outside [0, {num_classes})")
+    except KeyError as e:
+        return {"__bad__": (sample_key(sample), f"sample missing a key: {e.args[0]}")}
+    except (BadRecipe, ValueError, IndexError) as e:
+        return {"__bad__": (f"{sample_key(sample)}:{i}", f"{type(e).__name__}: {str(e)[:200]}")}
+    image = view.permute(1, 2, 0)
+    if flip and rng is not None and rng.random() < 0.5:
+        image = image.flip(1)
+    return {
+        "image": image.contiguous(),
+        "label": label,
+        "source": source,
+        "url": sample.get("__url__", ""),
+        "key": f"{sample.get('__key__', '')}.{i}",
+        "soft": soft,
+    }
 
 
 def crop_raw(
@@ -337,6 +392,8 @@ class TrainStream(IterableDataset):
         shuffle: int = 1000,
         online: dict | None = None,
         names: list[str] | None = None,
+        recipes: list[dict | None] | None = None,
+        recipe_check: bool = True,
     ) -> None:
         super().__init__()
         if len(sets) != len(weights) or not sets:
@@ -350,7 +407,16 @@ class TrainStream(IterableDataset):
         self.rank, self.world, self.seed = rank, world, seed
         self.batch_size, self.num_classes = batch_size, num_classes
         self.flip, self.shuffle, self.online = flip, shuffle, online
+        self.recipes = list(recipes) if recipes else [None] * len(sets)
+        if len(self.recipes) != len(sets):
+            raise ValueError("train_pipeline needs one recipe spec (or None) per shard set")
+        # fail now, in the main process, on a recipe this loader cannot render
+        for spec in self.recipes:
+            if spec is not None:
+                Replayer(spec, num_classes)
+        self.recipe_check = recipe_check
         self.epoch = 0
+        self._pickers: dict[int, ReplicaPicker] = {}
 
     def __iter__(self) -> Iterator[dict]:
         worker, _ = _worker()
@@ -362,6 +428,9 @@ class TrainStream(IterableDataset):
 
     def _set_stream(self, idx: int, rng: Callable[[str], random.Random]) -> Iterator[dict]:
         urls, need_soft = self.sets[idx], self.online is None
+        if self.recipes[idx] is not None:
+            yield from self._recipe_stream(idx, rng)
+            return
         decode = partial(
             decode_sample, num_classes=self.num_classes, source=idx, need_soft=need_soft
         )
@@ -379,6 +448,28 @@ class TrainStream(IterableDataset):
             if self.online is not None:
                 s = crop_raw(s, **self.online, flip=self.flip, rng=aug)
             yield s
+
+    def _recipe_stream(self, idx: int, rng: Callable[[str], random.Random]) -> Iterator[dict]:
+        """A recipe set: groups read, one entry per image shuffled, each rendered as the next of
+        its replicas (``ReplicaPicker``: different views on successive visits)."""
+        urls = self.sets[idx]
+        replay = Replayer(self.recipes[idx], self.num_classes, self.recipe_check)
+        worker, _ = _worker()
+        pick = self._pickers.setdefault(idx, ReplicaPicker(self.seed, self.rank, worker))
+        decode = partial(
+            decode_view, replay=replay, num_classes=self.num_classes, source=idx, flip=self.flip
+        )
+        pool = ShardPool(
+            self.names[idx],
+            split_by_rank(urls, self.rank, self.world),
+            list(urls),
+            rng(f"shards{idx}"),
+            partial(decode, pick=None, flip=False),
+            f"rank {self.rank}/{self.world}",
+        )
+        aug = rng(f"augment{idx}")
+        for raw in shuffled(expand_groups(pool), self.shuffle, rng(f"shuffle{idx}")):
+            yield decode(raw, pick=pick, rng=aug)
 
 
 def train_pipeline(*args, **kwargs) -> TrainStream:

@@ -355,6 +355,7 @@ def datamodule(c: dict, train_sets: dict, mode: str, samples_per_epoch: int | No
         seed=c["seed"],
         shuffle_buffer=d["shuffle_buffer"],
         val_batch_size=d["val_batch_size"],
+        recipe_check=d["recipe_check"],
     )
 
 

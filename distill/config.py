@@ -99,6 +99,7 @@ class DataConfig:
     build_if_missing: bool = MISSING
     shuffle_buffer: int = MISSING
     val_batch_size: int | None = MISSING
+    recipe_check: bool = MISSING
     online: OnlineConfig = field(default_factory=OnlineConfig)
 
 

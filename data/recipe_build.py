@@ -1,0 +1,244 @@
+"""Building a recipe set: store each source image once, render its views, keep only records.
+
+Per group of source images (data/recipes.py): load each image, shrink its short side to
+``raw_size``, JPEG it once (the stored bytes) and decode it again (the pixels every view is
+rendered from, in the builder and in the loader alike). Views are rendered in DataLoader workers
+in chunks of about one teacher batch, so 1000 replicas never sit in memory at once; the teacher
+labels exactly those uint8 views and only the records are written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms.v2 import functional as TF
+
+from common.images import BadImage, jpeg_round_trip
+from data.augment import ExtraVariant, Variant, _shuffled, to_chw
+from data.recipes import (
+    CLASSES,
+    VIEWS,
+    ViewCodec,
+    encode_npy,
+    image_member,
+    sample_json,
+    tar_bytes,
+    view_digest,
+)
+from data.sources import Item, Source
+
+
+@dataclass
+class Group:
+    """Source images stored in one tar sample (mixup partners come from the same group)."""
+
+    key: str
+    items: list[Item]
+    copy: int = 0
+    pseudo_class: int | None = None
+
+    def view_key(self, i: int, replica: int) -> str:
+        copy = f"_c{self.copy}" if self.copy else ""
+        return f"{self.items[i].key}{copy}_r{replica}"
+
+
+def plan_groups(variant: Variant, source: Source) -> list[Group]:
+    """The set's groups in a seeded order: single images, or ``variant.group`` for mixup.
+
+    The extra set has one group per entry of its class-balanced selection (a replicated rare
+    image is stored once per copy, so classes stay balanced per visit).
+    """
+    if isinstance(variant, ExtraVariant):
+        if variant.selection is None:
+            raise RuntimeError("the extra variant needs its class-balanced selection first")
+        out = []
+        for pos in _shuffled(len(variant.selection), variant.seed * 1000):
+            i, cls, copy = variant.selection[pos]
+            item = source.items[i]
+            key = f"{item.key}_c{copy}" if copy else item.key
+            out.append(Group(key, [item], copy, cls))
+        return out
+    order = [source.items[i] for i in _shuffled(len(source.items), variant.seed * 1000)]
+    size = variant.group
+    chunks = [order[k : k + size] for k in range(0, len(order), size)]
+    if len(chunks) > 1 and len(chunks[-1]) == 1 and size > 1:  # no lone image in a mixup group
+        chunks[-2] += chunks.pop()
+    return [Group(c[0].key if size == 1 else f"{c[0].key}_g", c) for c in chunks]
+
+
+@dataclass
+class Chunk:
+    """One unit of worker work: replicas ``[start, stop)`` of every image of one group."""
+
+    group: int
+    start: int
+    stop: int
+    chunks: int = field(default=1, compare=False)
+
+
+def chunks_of(groups: list[Group], replicas: int, batch_size: int) -> list[Chunk]:
+    out = []
+    for g, group in enumerate(groups):
+        per = max(1, batch_size // len(group.items))
+        starts = list(range(0, replicas, per))
+        out += [Chunk(g, s, min(s + per, replicas), len(starts)) for s in starts]
+    return out
+
+
+def shrink(img: torch.Tensor, raw_size: int) -> torch.Tensor:
+    """Resize so the short side is at most ``raw_size`` (never up)."""
+    h, w = img.shape[-2:]
+    if min(h, w) <= raw_size:
+        return img
+    return TF.resize(img, [raw_size], antialias=True)
+
+
+class RecipeChunks(Dataset):
+    """Renders chunks in loader workers: stored JPEGs (first chunk), views, records, digests."""
+
+    def __init__(
+        self,
+        variant: Variant,
+        source: Source,
+        groups: list[Group],
+        chunks: list[Chunk],
+        raw_size: int,
+        quality: int,
+        max_side: int,
+    ) -> None:
+        self.variant, self.source, self.groups, self.chunks = variant, source, groups, chunks
+        self.raw_size, self.quality, self.max_side = raw_size, quality, max_side
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def _sources(self, group: Group) -> tuple[list[bytes], list[torch.Tensor], list, list]:
+        """The group's usable images: JPEG bytes, decoded CHW, their items, and skips."""
+        data, decoded, kept, skipped = [], [], [], []
+        for item in group.items:
+            try:
+                rgb = self.source.load(item, self.max_side)
+                small = shrink(to_chw(rgb), self.raw_size)
+                jpg, back = jpeg_round_trip(
+                    small.permute(1, 2, 0).contiguous().numpy(), self.quality
+                )
+            except BadImage as e:
+                skipped.append((item.ref, str(e)))
+                continue
+            data.append(jpg)
+            decoded.append(to_chw(back))
+            kept.append(item)
+        return data, decoded, kept, skipped
+
+    def __getitem__(self, k: int) -> dict:
+        chunk = self.chunks[k]
+        group = self.groups[chunk.group]
+        out = {"chunk": chunk, "skipped": []}
+        try:
+            data, decoded, kept, skipped = self._sources(group)
+            out["skipped"] = skipped
+            if not kept:
+                raise BadImage("no usable image", "every image of the group failed to load")
+            group = Group(group.key, kept, group.copy, group.pseudo_class)
+            shapes = [tuple(im.shape[-2:]) for im in decoded]
+            views, recipes = [], []
+            for i in range(len(kept)):
+                for r in range(chunk.start, chunk.stop):
+                    _, rng, nrng = self.variant.rngs(group.view_key(i, r))
+                    recipe = self.variant.plan(shapes, i, rng, nrng)
+                    views.append(self.variant.render(recipe, decoded, i))
+                    recipes.append(recipe)
+        except BadImage as e:
+            return {**out, "failed": (group.items[0].ref, str(e))}
+        except Exception as e:  # an input that breaks an augmentation: skip it, say why
+            return {**out, "failed": (group.items[0].ref, f"error: {type(e).__name__}: {e}")}
+        out.update(
+            group=group,
+            views=torch.stack(views),
+            recipes=recipes,
+            digests=[view_digest(v) for v in views],
+        )
+        if chunk.start == 0:  # the stored images, and what one view would cost as pixels
+            out["jpgs"] = data
+            view0 = views[0].permute(1, 2, 0).contiguous().numpy()
+            out["pixel_view_bytes"] = len(jpeg_round_trip(view0, self.quality)[0])
+        return out
+
+
+def _first(batch: list[dict]) -> dict:
+    return batch[0]
+
+
+class GroupAssembler:
+    """Collects a group's chunks (in order) into one tar sample once the last one is in."""
+
+    def __init__(self, codec: ViewCodec, replicas: int) -> None:
+        self.codec, self.replicas = codec, replicas
+        self.parts: list[np.ndarray] = []
+        self.head: dict | None = None
+        self.failed = False
+
+    def add(self, made: dict, probs, indices) -> dict | None:
+        chunk: Chunk = made["chunk"]
+        if chunk.start == 0:
+            self.parts, self.head, self.failed = [], made, False
+        if "failed" in made:
+            self.failed = True
+        if self.failed:
+            return None
+        n_img = len(made["group"].items)
+        rec = self.codec.encode(made["recipes"], made["digests"], probs, indices)
+        self.parts.append(rec.reshape(n_img, chunk.stop - chunk.start))
+        return self._sample() if chunk.stop >= self.replicas else None
+
+    def _sample(self) -> dict:
+        head, group = self.head, self.head["group"]
+        views = np.concatenate(self.parts, axis=1)
+        classes = np.array(
+            [-1 if it.label is None else it.label for it in group.items], dtype=np.int32
+        )
+        sample = {"__key__": group.key}
+        for i, jpg in enumerate(head["jpgs"]):
+            sample[image_member(i)] = jpg
+        extra = {} if group.pseudo_class is None else {"pseudo_class": group.pseudo_class}
+        sample.update(
+            {
+                CLASSES: encode_npy(classes),
+                VIEWS: encode_npy(views),
+                "json": sample_json(
+                    [it.key for it in group.items], [it.ref for it in group.items], extra
+                ),
+            }
+        )
+        return sample
+
+
+def storage_of(sample: dict) -> dict:
+    """On-disk bytes of one recipe sample: its view records and its source images."""
+    views = tar_bytes(len(sample[VIEWS]))
+    images = sum(tar_bytes(len(v)) for k, v in sample.items() if k.endswith(".jpg"))
+    other = sum(
+        tar_bytes(len(v))
+        for k, v in sample.items()
+        if not k.startswith("__") and k != VIEWS and not k.endswith(".jpg")
+    )
+    return {"views_bytes": views, "image_bytes": images + other}
+
+
+def recipe_loader(
+    variant: Variant,
+    source: Source,
+    groups: list[Group],
+    raw_size: int,
+    quality: int,
+    max_side: int,
+    batch_size: int,
+    num_workers: int,
+) -> DataLoader:
+    """The chunks of ``groups`` rendered by ``num_workers`` workers, in order."""
+    chunks = chunks_of(groups, variant.replicas, batch_size)
+    data = RecipeChunks(variant, source, groups, chunks, raw_size, quality, max_side)
+    return DataLoader(data, batch_size=1, num_workers=num_workers, collate_fn=_first)
