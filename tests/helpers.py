@@ -102,12 +102,19 @@ def write_set(
     return set_dir
 
 
-def save_random_teacher(path: Path, spec: str = "timm:resnet10t") -> Path:
-    """A 10-class, random-init (seed 0) teacher checkpoint written by this project (no hub)."""
+def save_random_teacher(
+    path: Path, spec: str = "timm:resnet10t", input_size: int | None = None
+) -> Path:
+    """A 10-class, random-init (seed 0) teacher checkpoint written by this project (no hub);
+    ``input_size`` replaces the spec's (e.g. 32: labels 32-px views without upscaling them)."""
+    from dataclasses import replace
+
     from teachers import build_model, save_teacher
 
     torch.manual_seed(0)
     built = build_model(spec, num_classes=10, pretrained=False)
+    if input_size is not None:
+        built.preprocessing = replace(built.preprocessing, input_size=input_size)
     built.classes = [str(i) for i in range(10)]
     path.parent.mkdir(parents=True, exist_ok=True)
     return save_teacher(built, spec, path)
