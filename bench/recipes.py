@@ -275,7 +275,7 @@ STAGES = {  # (file name, function): what a recipe view costs, by stage (cumulat
     ("augment.py", "_crop"): "crop + resize to 224",
     ("augment.py", "apply"): "RandAugment ops",
     ("augment.py", "extreme_mixup"): "mix",
-    ("recipes.py", "view_digest"): "digest check (blake2b)",
+    ("recipes.py", "view_digest"): "digest check (CRC-32)",
     ("recipes.py", "soft_label"): "dense soft label",
     ("stream.py", "collate"): "collate",
 }

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from PIL import Image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
@@ -142,8 +143,14 @@ class RecordedRandAugment(v2.RandAugment):
         return ops
 
     def apply(self, img: torch.Tensor, ops: list[list[int]]) -> torch.Tensor:
-        """``img`` uint8 [C, H, W] through the ops; ``BadRecipe`` for an op or bin out of range."""
+        """``img`` uint8 [C, H, W] through the ops; ``BadRecipe`` for an op or bin out of range.
+
+        The ops run on a PIL image (torchvision's PIL kernels, as in the reference RandAugment):
+        on this CPU they are 5x faster than the tensor kernels (sharpness 1.0 vs 7.9 ms at
+        224 px), which matters because recipe sets render every view in the loader.
+        """
         height, width = img.shape[-2:]
+        pil = Image.fromarray(img.permute(1, 2, 0).numpy())
         for op, signed_bin in ops:
             op, signed_bin = int(op), int(signed_bin)
             if not 0 <= op < len(self.OPS):
@@ -158,10 +165,10 @@ class RecordedRandAugment(v2.RandAugment):
                 magnitude = float(magnitudes[abs(signed_bin)])
                 if signed and signed_bin < 0:
                     magnitude *= -1
-            img = self._apply_image_or_video_transform(
-                img, name, magnitude, interpolation=self.interpolation, fill=self._fill
+            pil = self._apply_image_or_video_transform(
+                pil, name, magnitude, interpolation=self.interpolation, fill=self._fill
             )
-        return img
+        return torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1)
 
 
 class BadRecipe(ValueError):

@@ -8,14 +8,15 @@ logs the same grids to W&B.
 from __future__ import annotations
 
 import argparse
-import io
 import itertools
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from data.labels import decode_soft_label
+from common.images import decode_jpeg_hwc
+from data.labels import _load_npy, decode_soft_label
+from data.recipes import CLASSES, Replayer, group_size
 from data.shards import read_manifest
 from data.tario import samples
 
@@ -30,23 +31,45 @@ def _samples(manifest, n: int):
                 yield sample["__key__"], sample
 
 
+def _views(manifest):
+    """(image uint8 HWC, dense teacher label or None, class or None) per stored view.
+
+    Recipe sets (data/recipes.py) are rendered: the first replica of every source image.
+    """
+    recipe = manifest.data.get("recipe")
+    replay = Replayer(recipe, manifest.num_classes) if recipe else None
+    for _key, parts in _samples(manifest, 0):
+        if replay is None:
+            soft = parts.get("soft.npy")
+            label = decode_soft_label(soft, manifest.num_classes) if soft else None
+            cls = int(parts["cls"]) if "cls" in parts else None
+            yield decode_jpeg_hwc(parts["jpg"]).numpy(), label, cls
+            continue
+        classes = _load_npy(parts[CLASSES])
+        for i in range(group_size(parts)):
+            view, row = replay.render(parts, i, 0)
+            label = replay.codec.soft_label(row) if replay.codec.label else None
+            cls = int(classes[i]) if classes[i] >= 0 else None
+            yield view.permute(1, 2, 0).numpy(), label, cls
+
+
 def grid(set_dir: str | Path, n: int = 16, columns: int = 8) -> Image.Image:
-    """A captioned grid of the first ``n`` samples of one set."""
+    """A captioned grid of the first ``n`` views of one set."""
     m = read_manifest(set_dir)
     classes = m.classes or [str(i) for i in range(m.num_classes)]
     font = ImageFont.load_default()
     tiles = []
-    for _key, parts in itertools.islice(_samples(m, n), n):
-        img = Image.open(io.BytesIO(parts["jpg"])).convert("RGB").resize((TILE, TILE))
+    for img, label, cls in itertools.islice(_views(m), n):
+        img = Image.fromarray(img).resize((TILE, TILE))
         tile = Image.new("RGB", (TILE, TILE + CAPTION), "white")
         tile.paste(img, (0, 0))
         lines = []
-        if "soft.npy" in parts:
-            p = decode_soft_label(parts["soft.npy"], m.num_classes).numpy()
+        if label is not None:
+            p = label.numpy()
             top = int(np.argmax(p))
             lines.append(f"T: {classes[top][:9]} {p[top]:.2f}")
-        if "cls" in parts:
-            lines.append(f"GT: {classes[int(parts['cls'])][:10]}")
+        if cls is not None:
+            lines.append(f"GT: {classes[cls][:10]}")
         draw = ImageDraw.Draw(tile)
         for i, text in enumerate(lines):
             draw.text((2, TILE + 1 + 12 * i), text, fill="black", font=font)

@@ -203,6 +203,7 @@ def ensure_data(c: dict) -> None:
     if c.get("baseline", {}).get("enabled"):
         wanted |= {n for n, w in c["baseline"]["train_sets"].items() if w > 0}
     missing = sorted(n for n in wanted if not (root / n / "manifest.json").is_file())
+    _check_storage(c, root, sorted(wanted - set(missing)))
     if not missing:
         return
     if not c["data"].get("build_if_missing", True):
@@ -217,6 +218,26 @@ def ensure_data(c: dict) -> None:
     log.info("building shard sets %s under %s", missing, root)
     reports = build_from_config(c, missing, out_dir=root)
     print(summary(reports, root))
+
+
+def _check_storage(c: dict, root: Path, built: list[str]) -> None:
+    """Built sets must be stored the way ``build.store`` says (a changed default must not leave
+    a run silently training on the old pixel views)."""
+    wrong = []
+    for name in built:
+        variant = (c.get("variants") or {}).get(name) or {}
+        want = "pixels" if variant.get("kind", "plain") == "plain" else c["build"]["store"]
+        manifest = json.loads((root / name / "manifest.json").read_text())
+        have = (manifest.get("storage") or {}).get("mode", "pixels")
+        if have != want:
+            wrong.append(f"{name} ({have})")
+    if wrong:
+        raise UsageError(
+            f"shard sets {', '.join(wrong)} under {root} are not stored as build.store="
+            f"{c['build']['store']}: rebuild them (python -m data.build build.store="
+            f"{c['build']['store']} overwrite=true only=[{','.join(w.split()[0] for w in wrong)}] "
+            "with this run's dataset options) or pass build.store to match them"
+        )
 
 
 def make_trainer(c: dict, out: Path, loggers: list, callbacks: list, **overrides) -> L.Trainer:

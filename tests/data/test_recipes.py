@@ -309,3 +309,11 @@ def test_digest_covers_every_pixel():
     changed = view.clone()
     changed[2, 7, 7] = 1
     assert view_digest(view) != view_digest(changed)
+
+
+def test_preview_renders_recipe_views(recipe_sets):
+    from data.preview import grid
+
+    root, *_ = recipe_sets
+    img = grid(root / "mixup", n=8, columns=4)
+    assert img.size == (4 * 96, 2 * (96 + 26)) and len(set(img.getdata())) > 50
