@@ -11,7 +11,7 @@ import sys
 
 from bench.common import RESULTS, machine
 
-ORDER = ["students", "attention", "teachers", "data", "recipes", "distill", "gpu"]
+ORDER = ["students", "attention", "teachers", "data", "recipes", "distill", "losses", "gpu"]
 
 
 def main(argv: list[str]) -> None:
