@@ -161,6 +161,12 @@ def check_values(c: dict) -> None:
             "offline, online or labels",
         ),
         (
+            "build.store",
+            c["build"]["store"],
+            c["build"]["store"] in ("pixels", "recipe"),
+            "pixels or recipe",
+        ),
+        (
             "optimizer.lr",
             c["optimizer"]["lr"],
             isinstance(c["optimizer"]["lr"], int | float) and c["optimizer"]["lr"] > 0,

@@ -47,6 +47,7 @@ def _train_steps(out: Path) -> list[int]:
         ("trainer.max_steps=0", "trainer.max_steps"),
         ("ema.decay=1.5", "ema.decay"),
         ("data.train_sets.randaug=-1", "data.train_sets"),
+        ("build.store=recipes", "build.store"),
     ],
 )
 def test_bad_values_fail_before_any_work_naming_the_key(override, key, tmp_path):
