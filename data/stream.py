@@ -176,7 +176,9 @@ def decode_view(
     i = int(sample.get("__image__", 0))
     try:
         views = replay.records(sample)
-        name = f"{sample.get('__url__', '')}:{sample.get('__key__', '')}:{i}"
+        # the shard's file name, not its path: the same seed picks the same views wherever the
+        # shards live (a path made every cache location pick differently)
+        name = f"{Path(sample.get('__url__', '')).name}:{sample.get('__key__', '')}:{i}"
         replica = pick(name, views.shape[1]) if pick is not None else 0
         view, row = replay.render(sample, i, replica, views)
         soft = replay.codec.soft_label(row)

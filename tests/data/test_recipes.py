@@ -317,3 +317,11 @@ def test_preview_renders_recipe_views(recipe_sets):
     root, *_ = recipe_sets
     img = grid(root / "mixup", n=8, columns=4)
     assert img.size == (4 * 96, 2 * (96 + 26)) and len(set(img.getdata())) > 50
+
+
+def test_the_same_seed_picks_the_same_views_wherever_the_set_lives(recipe_sets, tmp_path):
+    root, *_ = recipe_sets
+    moved = shutil.copytree(root / "randaug", tmp_path / "elsewhere" / "randaug")
+    a = _batches(_stream(root / "randaug", seed=5), 3)
+    b = _batches(_stream(moved, seed=5), 3)
+    assert all(torch.equal(x["image"], y["image"]) for x, y in zip(a, b, strict=True))
