@@ -30,7 +30,7 @@ def encode_soft_label(probs: np.ndarray, indices: np.ndarray | None = None) -> b
 _HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...], int]] = {}
 
 
-def _load_npy(data: bytes) -> np.ndarray:
+def load_npy(data: bytes) -> np.ndarray:
     """``np.load`` with the parsed header cached: labels share a handful of headers, and parsing
     one (``ast.literal_eval``) costs more than reading the array."""
     if data[:6] == b"\x93NUMPY" and data[6] == 1:
@@ -53,7 +53,7 @@ def decode_soft_label(data: bytes, num_classes: int, renormalize_topk: bool = Tr
     Top-k records are scattered into zeros and, by default, renormalised to sum to 1 (the
     dropped tail mass is not spread over the other classes).
     """
-    arr = _load_npy(data)
+    arr = load_npy(data)
     if arr.dtype == TOPK_DTYPE:
         out = torch.zeros(num_classes, dtype=torch.float32)
         cls = torch.from_numpy(arr["cls"].astype(np.int64))

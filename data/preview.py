@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from common.images import decode_jpeg_hwc
-from data.labels import _load_npy, decode_soft_label
+from data.labels import decode_soft_label, load_npy
 from data.recipes import CLASSES, Replayer, group_size
 from data.shards import read_manifest
 from data.tario import samples
@@ -45,7 +45,7 @@ def _views(manifest):
             cls = int(parts["cls"]) if "cls" in parts else None
             yield decode_jpeg_hwc(parts["jpg"]).numpy(), label, cls
             continue
-        classes = _load_npy(parts[CLASSES])
+        classes = load_npy(parts[CLASSES])
         for i in range(group_size(parts)):
             view, row = replay.render(parts, i, 0)
             label = replay.codec.soft_label(row) if replay.codec.label else None

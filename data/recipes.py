@@ -31,7 +31,7 @@ import torch
 
 from common.images import decode_jpeg
 from data.augment import BadRecipe, RecordedRandAugment, Variant, make_variant
-from data.labels import _load_npy
+from data.labels import load_npy
 
 RECIPE_VERSION = 1
 VIEWS = "views.npy"
@@ -215,7 +215,7 @@ class Replayer:
         """The sample's ``views.npy`` as [images, replicas] records of the set's dtype."""
         if VIEWS not in sample:
             raise BadRecipe(f"sample has no {VIEWS}")
-        views = _load_npy(sample[VIEWS])
+        views = load_npy(sample[VIEWS])
         if views.dtype != self.codec.dtype or views.ndim != 2:
             raise BadRecipe(
                 f"{VIEWS} holds {views.dtype} {views.shape}, the manifest says "

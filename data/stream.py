@@ -45,7 +45,7 @@ from torch.utils.data import IterableDataset, default_collate, get_worker_info
 
 from common.images import decode_jpeg_hwc
 from data.augment import random_resized_crop
-from data.labels import _load_npy, decode_soft_label
+from data.labels import decode_soft_label, load_npy
 from data.recipes import CLASSES, BadRecipe, Replayer, ReplicaPicker, group_size
 from data.tario import samples as tar_members_by_key
 
@@ -182,7 +182,7 @@ def decode_view(
         replica = pick(name, views.shape[1]) if pick is not None else 0
         view, row = replay.render(sample, i, replica, views)
         soft = replay.codec.soft_label(row)
-        classes = _load_npy(sample[CLASSES])
+        classes = load_npy(sample[CLASSES])
         label = int(classes[i])
         if not -1 <= label < num_classes:
             raise ValueError(f"class {label} outside [0, {num_classes})")
