@@ -316,7 +316,10 @@ def test_preview_renders_recipe_views(recipe_sets):
 
     root, *_ = recipe_sets
     img = grid(root / "mixup", n=8, columns=4)
-    assert img.size == (4 * 96, 2 * (96 + 26)) and len(np.unique(np.asarray(img).reshape(-1, 3), axis=0)) > 50
+    assert (
+        img.size == (4 * 96, 2 * (96 + 26))
+        and len(np.unique(np.asarray(img).reshape(-1, 3), axis=0)) > 50
+    )
 
 
 def test_the_same_seed_picks_the_same_views_wherever_the_set_lives(recipe_sets, tmp_path):
