@@ -279,14 +279,15 @@ class SetBuilder:
         return sel
 
     # -- building -----------------------------------------------------------------------------
-    def _label(self, images: list[torch.Tensor]):
+    def _label(self, images: torch.Tensor | list[torch.Tensor]):
         """The teacher's ``soft_labels`` of one batch, per image, and the seconds they took."""
         if self.teacher is None:
             return [None] * len(images), [None] * len(images), 0.0
         start = time.perf_counter()
         top_k = int(self.top_k) if self.top_k else None
+        batch = images if isinstance(images, torch.Tensor) else torch.stack(images)
         labels = soft_labels(
-            self.teacher, torch.stack(images), self.temperature, top_k, batch_size=len(images)
+            self.teacher, batch, self.temperature, top_k, batch_size=len(batch)
         )  # its fp16 copy to the CPU waits for the device, so the time is the teacher's
         elapsed = time.perf_counter() - start
         if labels.indices is None:
@@ -321,9 +322,11 @@ class SetBuilder:
 
     def _plan(self) -> list:
         """Pixel sets: one unit per view. Recipe sets: one group of source images per sample."""
-        plan = plan_groups(self.variant, self.source) if self.recipe else None
-        if plan is None:
-            plan = self.variant.units(self.source)
+        plan = (
+            plan_groups(self.variant, self.source)
+            if self.recipe
+            else self.variant.units(self.source)
+        )
         if not plan:
             raise ValueError(f"variant {self.variant.name!r} has no units to build")
         return plan
@@ -373,7 +376,7 @@ class SetBuilder:
                     skipped.append(made["failed"])
                 bar.update((chunk.stop - chunk.start) * len(groups[chunk.group].items))
                 continue
-            probs, indices, secs = self._label(list(made["views"]))
+            probs, indices, secs = self._label(made["views"])
             teacher_s += secs
             if "pixel_view_bytes" in made:
                 pixel_bytes.append(made["pixel_view_bytes"])

@@ -117,25 +117,24 @@ class ViewCodec:
 
     def encode(self, recipes: list[dict], digests: list[int], probs, indices) -> np.ndarray:
         """Records for ``recipes`` (with the views' digests and the teacher's labels)."""
+        boxes = [r["crop"] for r in recipes] + [r.get("partner_crop", [0]) for r in recipes]
+        if boxes and max(max(b) for b in boxes) > 65535:
+            raise ValueError("a crop box exceeds 65535 px, the record's limit: lower raw_size")
         out = np.zeros(len(recipes), dtype=self.dtype)
-        for n, rec in enumerate(recipes):
-            row = out[n]
-            crops = [rec["crop"], rec.get("partner_crop", [0] * 4)]
-            if max(max(c) for c in crops) > 65535:
-                raise ValueError(f"crop {crops} exceeds 65535 px: lower raw_size")
-            row["crop"] = rec["crop"]
-            row["digest"] = digests[n]
-            if "ops" in self.dtype.names:
-                row["ops"] = rec["ops"]
-            if self.kind == "mixup":
-                row["partner"], row["partner_crop"] = rec["partner"], rec["partner_crop"]
-                row["weight"] = rec["weight"]
-            if self.kind == "inpaint":
-                row["mask_seed"] = rec["mask_seed"]
-            if self.label == "topk":
-                row["cls"], row["prob"] = indices[n], probs[n]
-            elif self.label == "full":
-                row["prob"] = probs[n]
+        out["crop"] = [r["crop"] for r in recipes]
+        out["digest"] = digests
+        if "ops" in self.dtype.names:
+            out["ops"] = [r["ops"] for r in recipes]
+        if self.kind == "mixup":
+            out["partner"] = [r["partner"] for r in recipes]
+            out["partner_crop"] = [r["partner_crop"] for r in recipes]
+            out["weight"] = [r["weight"] for r in recipes]
+        if self.kind == "inpaint":
+            out["mask_seed"] = [r["mask_seed"] for r in recipes]
+        if self.label is not None:
+            out["prob"] = np.stack(probs)
+        if self.label == "topk":
+            out["cls"] = np.stack(indices)
         return out
 
     def recipe(self, row: np.void) -> dict:

@@ -74,7 +74,10 @@ def rendered_views(m, n: int, seed: int, progress: bool = True):
         wanted: dict[int, list[tuple[float, float]]] = {}
         for pos, u_img, u_rep in picks:
             wanted.setdefault(pos, []).append((u_img, u_rep))
+        last = max(wanted)
         for pos, sample in enumerate(shard_samples(url)):
+            if pos > last:  # every picked sample of this shard is done
+                break
             if "__bad__" in sample:
                 failed.append(sample["__bad__"])
                 break

@@ -518,6 +518,7 @@ def run_summary(c: dict, dm, result: dict, out: Path) -> dict:
         "teacher": teacher_label(c["mode"], c["teacher"]["spec"], labelled_by),
         "data_teachers": labelled_by,
         "teacher_top1": top1["top1"],
+        "val_set_dir": str((root / d["val_set"]).resolve()),  # where the report reads it
         "skipped": {
             "training": result["module"].skipped_summary(),
             "build": build_skips(root, sets),

@@ -226,13 +226,12 @@ def kd_loss(
         raise ValueError(f"unknown distillation loss {kind!r}; expected one of {KINDS}")
     if kind == "soft_ce" and temperature != 1.0:
         raise ValueError("soft_ce uses the stored T=1 labels; use kind=kl for a temperature")
+    # DKD's target comes from the teacher before standardisation (its argmax is unchanged)
+    target = dkd_target(labels, teacher_probs) if kind == "dkd" else None
     if standardize:
         if kind not in STANDARDIZABLE:
             raise ValueError(f"standardize is defined for {STANDARDIZABLE}, not {kind!r}")
-        target = dkd_target(labels, teacher_probs) if kind == "dkd" else None
         student_logits, teacher_probs = standardized(student_logits, teacher_probs, temperature)
-    elif kind == "dkd":
-        target = dkd_target(labels, teacher_probs)
     if kind == "soft_ce":
         return soft_cross_entropy(student_logits, teacher_probs)
     if kind == "kl":

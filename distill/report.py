@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data.shards import ManifestError
 from distill.report_data import (
     NotARunError,
     calibration,
@@ -94,7 +95,10 @@ def write_report(
     if max_samples is None:
         max_samples = (c.get("report") or {}).get("max_samples")
     start = time.perf_counter()
-    p = predict(results, val_set_dir(c), max_samples=max_samples)
+    # results.json names the resolved set; the saved config may depend on the environment
+    # (paths.cache from DISTILL_CACHE) the run had, not the one the report is rendered in
+    val_dir = Path(results["val_set_dir"]) if results.get("val_set_dir") else val_set_dir(c)
+    p = predict(results, val_dir, max_samples=max_samples)
     stats = per_class(p)
     cal_s = calibration(p.student, p.labels)
     cal_t = calibration(p.teacher, p.labels) if p.teacher is not None else None
@@ -305,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         path = write_report(args.run_dir, use_wandb=args.wandb, max_samples=args.max_samples)
-    except NotARunError as e:
+    except (NotARunError, ManifestError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"report: {path}")

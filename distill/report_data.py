@@ -142,7 +142,7 @@ def predict(
     """Run the student over the validation shards (manifest order) on CPU."""
     from common.norm import IMAGENET_MEAN, IMAGENET_STD
     from data.shards import read_manifest
-    from data.stream import decode_sample, drop_bad, shard_samples
+    from data.stream import val_pipeline
 
     m = read_manifest(val_dir)
     need_soft = bool(m.data.get("labels"))
@@ -150,44 +150,33 @@ def predict(
     mean = torch.tensor(info.get("mean", IMAGENET_MEAN)).view(1, 3, 1, 1)
     std = torch.tensor(info.get("std", IMAGENET_STD)).view(1, 3, 1, 1)
     labels, s_probs, t_probs, kls, worst = [], [], [], [], []
-
-    def samples():
-        n = 0
-        for url in m.urls():
-            for raw in shard_samples(url):
-                if max_samples is not None and n >= max_samples:
-                    return
-                s = decode_sample(raw, m.num_classes, 0, False, need_soft)
-                n += "__bad__" not in s
-                yield s
-
-    def flush(batch: list[dict]) -> None:
-        images = torch.stack([s["image"] for s in batch]).permute(0, 3, 1, 2)
+    urls = m.urls()
+    counts = [m.shard_counts[Path(u).name] for u in urls]
+    # the training loader's own validation stream, on one rank: every readable sample once
+    for batch in val_pipeline(urls, 0, 1, batch_size, m.num_classes, need_soft, counts):
+        n = len(batch["label"])
+        if max_samples is not None:
+            n = min(n, max_samples - len(labels))
+            if n <= 0:
+                break
+        images = batch["image"][:n]
         x = ((images.float() / 255 - mean) / std).contiguous(memory_format=torch.channels_last)
         log_p = F.log_softmax(model(x).float(), dim=-1)
         s_probs.append(log_p.exp().numpy())
-        labels.extend(s["label"] for s in batch)
-        if need_soft:
-            t = torch.stack([s["soft"] for s in batch]).float()
-            t_probs.append(t.numpy())
-            kl = F.kl_div(log_p, t, reduction="none").sum(-1)
-            kls.append(kl.numpy())
-            start = len(labels) - len(batch)
-            for i, (k, s) in enumerate(zip(kl.tolist(), batch, strict=True)):
-                item = (k, start + i, s["image"].numpy())
-                if len(worst) < keep_worst:
-                    heapq.heappush(worst, item)
-                elif k > worst[0][0]:
-                    heapq.heapreplace(worst, item)
-
-    batch: list[dict] = []
-    for s in drop_bad(samples()):
-        batch.append(s)
-        if len(batch) == batch_size:
-            flush(batch)
-            batch = []
-    if batch:
-        flush(batch)
+        start = len(labels)
+        labels.extend(batch["label"][:n].tolist())
+        if not need_soft:
+            continue
+        t = batch["soft"][:n].float()
+        t_probs.append(t.numpy())
+        kl = F.kl_div(log_p, t, reduction="none").sum(-1)
+        kls.append(kl.numpy())
+        for i, k in enumerate(kl.tolist()):
+            item = (k, start + i, images[i].permute(1, 2, 0).numpy())
+            if len(worst) < keep_worst:
+                heapq.heappush(worst, item)
+            elif k > worst[0][0]:
+                heapq.heapreplace(worst, item)
     if not labels:
         raise ValueError(f"no readable validation sample in {val_dir}")
     return Predictions(
