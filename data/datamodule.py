@@ -19,6 +19,8 @@ from data.stream import loader, train_pipeline, val_pipeline
 
 log = logging.getLogger("data")
 
+DECODE_CHOICES = ("auto", "cpu", "gpu")
+
 
 class DistillDataModule(L.LightningDataModule):
     """Streams built shard sets.
@@ -39,6 +41,10 @@ class DistillDataModule(L.LightningDataModule):
         val_batch_size: validation batch size (default: ``batch_size``).
         recipe_check: recipe sets (data/recipes.py): skip a replayed view whose pixels differ
             from the ones the teacher labelled (digest check); ``False`` trains on it anyway.
+        decode: where stored JPEGs are decoded: ``cpu`` (loader workers), ``gpu`` (workers
+            pass bytes, the training device decodes each batch: data/batch_decode.py) or
+            ``auto`` (``gpu`` when training on CUDA). Recipe views and online crops are
+            always rendered in the workers.
 
     ``python -m distill`` passes every argument from conf/train.yaml's ``data`` section.
     """
@@ -59,8 +65,11 @@ class DistillDataModule(L.LightningDataModule):
         shuffle_buffer: int = 1000,
         val_batch_size: int | None = None,
         recipe_check: bool = True,
+        decode: str = "auto",
     ) -> None:
         super().__init__()
+        if decode not in DECODE_CHOICES:
+            raise ValueError(f"data.decode must be one of {DECODE_CHOICES}, got {decode!r}")
         if mode not in ("offline", "online"):
             raise ValueError(f"data mode must be 'offline' or 'online', got {mode!r}")
         if mode == "online" and not (online and online.get("set")):
@@ -78,8 +87,9 @@ class DistillDataModule(L.LightningDataModule):
         self.val_batch_size = val_batch_size or batch_size
         self.samples_per_epoch, self.flip, self.seed = samples_per_epoch, flip, seed
         self.shuffle_buffer = shuffle_buffer
-        self.recipe_check = recipe_check
+        self.recipe_check, self.decode = recipe_check, decode
         self.manifests: dict[str, Manifest] = {}
+        self._warned_cpu_decode = False
 
     def prepare(self) -> None:
         """Read every manifest and check the sets agree on classes (clear errors, no work)."""
@@ -141,6 +151,21 @@ class DistillDataModule(L.LightningDataModule):
             )
         return int(next(iter(self.manifests.values())).data["image_size"])
 
+    def decode_stage(self) -> str:
+        """``data.decode`` resolved for this trainer's device: ``cpu`` or ``gpu``."""
+        trainer = getattr(self, "trainer", None)
+        device = trainer.strategy.root_device.type if trainer is not None else "cpu"
+        if self.decode == "auto":
+            return "gpu" if device == "cuda" else "cpu"
+        if self.decode == "gpu" and device != "cuda" and not self._warned_cpu_decode:
+            self._warned_cpu_decode = True
+            log.warning(
+                "data.decode=gpu on a %s trainer: each batch is decoded in the main process "
+                "(slower than data.decode=cpu; meant for checking the GPU data path)",
+                device,
+            )
+        return self.decode
+
     def _world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
         if trainer is None:
@@ -184,6 +209,7 @@ class DistillDataModule(L.LightningDataModule):
             list(self.train_sets),
             [self.manifests[n].data.get("recipe") for n in self.train_sets],
             self.recipe_check,
+            self.decode_stage(),
         )
         return loader(pipeline, self.num_workers, self.seed, rank, self.steps_per_epoch(world))
 
@@ -202,6 +228,7 @@ class DistillDataModule(L.LightningDataModule):
             self.num_classes,
             bool(m.data.get("labels")),
             counts,
+            self.decode_stage(),
         )
         # every rank reads every validation shard; its workers split them
         return loader(pipeline, min(self.num_workers, len(urls)), self.seed, rank)

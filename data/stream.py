@@ -45,6 +45,7 @@ from torch.utils.data import IterableDataset, default_collate, get_worker_info
 
 from common.images import decode_jpeg_hwc
 from data.augment import random_resized_crop
+from data.batch_decode import jpeg_problem, pack_jpegs
 from data.labels import decode_soft_label, load_npy
 from data.recipes import CLASSES, BadRecipe, Replayer, ReplicaPicker, group_size
 from data.tario import samples as tar_members_by_key
@@ -52,6 +53,7 @@ from data.tario import samples as tar_members_by_key
 log = logging.getLogger("data")
 
 _END = object()
+DECODE_STAGES = ("cpu", "gpu")
 
 
 class NoUsableSample(RuntimeError):
@@ -113,16 +115,25 @@ def decode_sample(
     flip: bool,
     need_soft: bool,
     rng: random.Random | None = None,
+    keep_jpeg: bool = False,
 ) -> dict:
     """Raw tar members -> image uint8 [H, W, 3], dense soft label, class, source index.
 
     Images stay HWC until ``collate`` stacks them: the batch is then a channels_last [B, 3, H, W]
     view with no copy, the layout the students run in. ``flip`` draws from ``rng``.
+    ``keep_jpeg`` (``data.decode=gpu``): no pixel work; the checked JPEG bytes and the drawn
+    flip travel on for ``data.batch_decode`` to decode the whole batch on the device.
     """
     if "__bad__" in sample:
         return sample
     try:
-        image = decode_jpeg_hwc(sample["jpg"])
+        if keep_jpeg:
+            image = sample["jpg"]
+            problem = jpeg_problem(image)
+            if problem:
+                raise ValueError(problem)
+        else:
+            image = decode_jpeg_hwc(sample["jpg"])
         soft = None
         if need_soft:
             soft = decode_soft_label(sample["soft.npy"], num_classes)
@@ -133,10 +144,12 @@ def decode_sample(
         return {"__bad__": (sample_key(sample), f"sample missing a key: {e.args[0]}")}
     except Exception as e:
         return {"__bad__": (sample_key(sample), f"{type(e).__name__}: {str(e)[:200]}")}
-    if flip and rng is not None and rng.random() < 0.5:
-        image = image.flip(1)
-    out = {
-        "image": image,
+    flipped = bool(flip and rng is not None and rng.random() < 0.5)
+    if keep_jpeg:
+        out = {"jpeg": image, "flip": flipped}
+    else:
+        out = {"image": image.flip(1) if flipped else image}
+    out |= {
         "label": label,
         "source": source,
         "url": sample.get("__url__", ""),
@@ -276,17 +289,30 @@ def drop_bad(samples: Iterable[dict]) -> Iterator[dict]:
 
 
 def collate(samples: list[dict]) -> dict:
-    """Stack a list of decoded samples into one batch dict."""
-    # default_collate stacks straight into shared memory inside a loader worker, saving the copy
-    # a plain torch.stack would need on the way to the main process
+    """Stack a list of decoded samples into one batch dict.
+
+    With ``data.decode=gpu`` some samples hold JPEG bytes instead of pixels: those come last,
+    packed (``data.batch_decode.PACKED_KEYS``) for the device to decode; every per-sample entry
+    follows the same order.
+    """
+    jpegs = [s for s in samples if "jpeg" in s]
+    if jpegs:
+        samples = [s for s in samples if "jpeg" not in s] + jpegs
+    pixels = samples[: len(samples) - len(jpegs)]
     batch = {
-        "image": default_collate([s["image"] for s in samples]).permute(0, 3, 1, 2),
         "label": torch.tensor([s["label"] for s in samples], dtype=torch.long),
         "source": torch.tensor([s["source"] for s in samples], dtype=torch.long),
         "url": [s["url"] for s in samples],
         "key": [s["key"] for s in samples],
         "skipped": [x for s in samples for x in s["skipped"]],
     }
+    if pixels:
+        # default_collate stacks straight into shared memory inside a loader worker, saving
+        # the copy a plain torch.stack would need on the way to the main process
+        batch["image"] = default_collate([s["image"] for s in pixels]).permute(0, 3, 1, 2)
+    if jpegs:
+        batch["jpeg_data"], batch["jpeg_offsets"] = pack_jpegs([s["jpeg"] for s in jpegs])
+        batch["jpeg_flip"] = torch.tensor([s["flip"] for s in jpegs], dtype=torch.bool)
     if "soft" in samples[0]:
         batch["soft"] = default_collate([s["soft"] for s in samples])
     return batch
@@ -301,6 +327,12 @@ def batches(samples: Iterable[dict], size: int, partial_last: bool) -> Iterator[
             batch = []
     if batch and partial_last:
         yield collate(batch)
+
+
+def check_decode(decode: str) -> None:
+    """Where pixels are decoded: ``cpu`` (loader workers) or ``gpu`` (the training device)."""
+    if decode not in DECODE_STAGES:
+        raise ValueError(f"decode must be one of {DECODE_STAGES} once resolved, got {decode!r}")
 
 
 # -- training ---------------------------------------------------------------------------------
@@ -396,8 +428,10 @@ class TrainStream(IterableDataset):
         names: list[str] | None = None,
         recipes: list[dict | None] | None = None,
         recipe_check: bool = True,
+        decode: str = "cpu",
     ) -> None:
         super().__init__()
+        check_decode(decode)
         if len(sets) != len(weights) or not sets:
             raise ValueError("train_pipeline needs one weight per shard set")
         if any(not urls for urls in sets):
@@ -416,7 +450,7 @@ class TrainStream(IterableDataset):
         for spec in self.recipes:
             if spec is not None:
                 Replayer(spec, num_classes)
-        self.recipe_check = recipe_check
+        self.recipe_check, self.decode = recipe_check, decode
         self.epoch = 0
         self._pickers: dict[int, ReplicaPicker] = {}
 
@@ -434,7 +468,11 @@ class TrainStream(IterableDataset):
             yield from self._recipe_stream(idx, rng)
             return
         decode = partial(
-            decode_sample, num_classes=self.num_classes, source=idx, need_soft=need_soft
+            decode_sample,
+            num_classes=self.num_classes,
+            source=idx,
+            need_soft=need_soft,
+            keep_jpeg=self.decode == "gpu" and self.online is None,  # online crops need pixels
         )
         pool = ShardPool(
             self.names[idx],
@@ -492,10 +530,13 @@ class ValStream(IterableDataset):
         batch_size: int,
         num_classes: int,
         need_soft: bool,
+        decode: str = "cpu",
     ) -> None:
         super().__init__()
+        check_decode(decode)
         self.urls, self.counts, self.rank, self.world = urls, counts, rank, world
         self.batch_size, self.num_classes, self.need_soft = batch_size, num_classes, need_soft
+        self.decode = decode
 
     def __iter__(self) -> Iterator[dict]:
         worker, workers = _worker()
@@ -513,7 +554,14 @@ class ValStream(IterableDataset):
                 mine = (offsets[s] + k) % self.world == self.rank
                 k += 1
                 if mine:
-                    yield decode_sample(raw, self.num_classes, 0, False, self.need_soft)
+                    yield decode_sample(
+                        raw,
+                        self.num_classes,
+                        0,
+                        False,
+                        self.need_soft,
+                        keep_jpeg=self.decode == "gpu",
+                    )
 
 
 def record_counts(urls: list[str]) -> list[int]:
@@ -533,6 +581,7 @@ def val_pipeline(
     num_classes: int,
     need_soft: bool,
     counts: list[int] | None = None,
+    decode: str = "cpu",
 ) -> ValStream:
     """Each sample once and every rank a share; ``counts`` = samples per shard.
 
@@ -547,7 +596,7 @@ def val_pipeline(
             f"validation set {_set_name(urls)} has {sum(counts)} samples, fewer than the "
             f"{world} ranks: every rank needs at least one"
         )
-    return ValStream(urls, counts, rank, world, batch_size, num_classes, need_soft)
+    return ValStream(urls, counts, rank, world, batch_size, num_classes, need_soft, decode)
 
 
 def loader(

@@ -161,6 +161,12 @@ def check_values(c: dict) -> None:
             "offline, online or labels",
         ),
         (
+            "data.decode",
+            d["decode"],
+            d["decode"] in ("auto", "cpu", "gpu"),
+            "auto, cpu or gpu",
+        ),
+        (
             "build.store",
             c["build"]["store"],
             c["build"]["store"] in ("pixels", "recipe"),
@@ -382,6 +388,7 @@ def datamodule(c: dict, train_sets: dict, mode: str, samples_per_epoch: int | No
         seed=c["seed"],
         shuffle_buffer=d["shuffle_buffer"],
         val_batch_size=d["val_batch_size"],
+        decode=d["decode"],
         recipe_check=d["recipe_check"],
     )
 

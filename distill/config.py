@@ -100,6 +100,7 @@ class DataConfig:
     shuffle_buffer: int = MISSING
     val_batch_size: int | None = MISSING
     recipe_check: bool = MISSING
+    decode: str = MISSING  # auto | cpu | gpu (data/batch_decode.py)
     online: OnlineConfig = field(default_factory=OnlineConfig)
 
 

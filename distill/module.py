@@ -26,6 +26,7 @@ import students
 from common.norm import IMAGENET_MEAN, IMAGENET_STD
 from common.schedule import warmup_cosine
 from data.augment import extreme_mixup
+from data.batch_decode import decode_batch
 from distill.config import (
     EmaConfig,
     LossConfig,
@@ -190,6 +191,10 @@ class DistillModule(L.LightningModule):
             self.student.compile()  # in place: state_dict keys unchanged (stack.md §8)
 
     # -- batches -------------------------------------------------------------------------
+    def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """``data.decode=gpu``: decode the batch's JPEG bytes on this device (nvJPEG on CUDA)."""
+        return decode_batch(batch, self.device)
+
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         """uint8 images -> [0, 1] floats (``view``) -> normalised student input (``image``)."""
         view = batch["image"].float().div_(255)
