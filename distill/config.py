@@ -69,7 +69,8 @@ class ModelConfig:
     """How the student is built and run; ``drop_rate``/``drop_path_rate`` null: the student's."""
 
     channels_last: bool = MISSING
-    compile: bool = MISSING
+    compile: bool | None = MISSING  # null: on when training on CUDA (distill/compiling.py)
+    compile_mode: str | None = None  # torch.compile mode; null: its default
     drop_rate: float | None = MISSING
     drop_path_rate: float | None = MISSING
 
@@ -121,6 +122,8 @@ class ExportConfig:
     enabled: bool = MISSING
     onnx: bool = MISSING
     resolution: int | None = MISSING
+    runtimes: list[str] = MISSING  # mobile runtimes at the end of a run (distill.export)
+    int8: bool = MISSING  # also int8 (post-training static quantization) for each runtime
 
 
 @dataclass

@@ -10,6 +10,7 @@ mixing happen on the device in ``on_after_batch_transfer``.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 
@@ -27,6 +28,7 @@ from common.norm import IMAGENET_MEAN, IMAGENET_STD
 from common.schedule import warmup_cosine
 from data.augment import extreme_mixup
 from data.batch_decode import decode_batch
+from distill.compiling import compile_models, compiled_graphs
 from distill.config import (
     EmaConfig,
     LossConfig,
@@ -39,6 +41,8 @@ from distill.config import (
 from distill.holder import TeacherHolder
 from distill.losses import kd_loss, kd_params, soften
 from teachers import FrozenTeacher
+
+log = logging.getLogger("distill")
 
 MAX_SKIP_REASONS = 20
 
@@ -116,7 +120,7 @@ class DistillModule(L.LightningModule):
                 "std": tuple(std),
             }
         )
-        self.compile_student = model_cfg.compile
+        self.compile_student, self.compile_mode = model_cfg.compile, model_cfg.compile_mode
         self.student = students.create_model(
             student,
             num_classes=num_classes,
@@ -135,6 +139,8 @@ class DistillModule(L.LightningModule):
         self.skip_reasons: list[tuple[str, str]] = []  # the first MAX_SKIP_REASONS, by sample
         self._skipped_all_ranks: int | None = None
         self._tick: float | None = None
+        self._first_step: float | None = None
+        self.compile_seconds: float | None = None  # the first step's time, when compiling
 
     def _sections(self, model: ModelConfig, ema: EmaConfig) -> dict:
         return {
@@ -187,8 +193,20 @@ class DistillModule(L.LightningModule):
         return self.holder.to(self.device)
 
     def setup(self, stage: str) -> None:
-        if self.compile_student and stage == "fit":
-            self.student.compile()  # in place: state_dict keys unchanged (stack.md §8)
+        if stage == "fit" and self.compiles():
+            compile_models(self._compiled_models(), self.compile_mode)
+
+    def compiles(self) -> bool:
+        """``model.compile``, where null means: on when training on CUDA."""
+        if self.compile_student is not None:
+            return bool(self.compile_student)
+        return self.trainer.strategy.root_device.type == "cuda"
+
+    def _compiled_models(self) -> list[nn.Module]:
+        models = [self.student]
+        if self.mode == "online" and self.holder:
+            models += list(self.holder.teacher.members)
+        return models
 
     # -- batches -------------------------------------------------------------------------
     def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
@@ -272,8 +290,19 @@ class DistillModule(L.LightningModule):
         self.log("data/skipped_total", float(self.train_skipped), on_step=True, on_epoch=False)
         return loss
 
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        if self._first_step is None and self.compiles():
+            self._first_step = time.perf_counter()
+
     def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
         now = time.perf_counter()
+        if self._first_step is not None and self.compile_seconds is None:
+            self.compile_seconds = now - self._first_step
+            log.info(
+                "first training step %.1f s, compiling included (%d graphs so far)",
+                self.compile_seconds,
+                compiled_graphs(),
+            )
         if self._tick is not None:
             images = batch["image"].shape[0] * self.trainer.world_size
             self.log("train/images_per_s", images / (now - self._tick), prog_bar=True)
