@@ -2,8 +2,9 @@
 
 Lightning's ``ModelCheckpoint(monitor=..., save_last=True)`` rewrites ``last.ckpt`` only when a
 new best is saved (Lightning 2.6), so ``ckpt_path=last`` could silently go back in training.
-``LastCheckpoint`` writes it after every validation, at the end of training and on SIGTERM,
-each time to a temporary name first, so a kill mid-write never leaves a truncated ``last.ckpt``.
+``LastCheckpoint`` writes it after every validation, at the end of training and on SIGTERM (also
+when a SIGTERM to the process group killed the loader workers), each time to a temporary name
+first, so a kill mid-write never leaves a truncated ``last.ckpt``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from distill.preemption import stopped_by_sigterm
 
 log = logging.getLogger("distill")
 
@@ -64,7 +66,7 @@ class LastCheckpoint(L.Callback):
         self._save(trainer)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception) -> None:
-        if isinstance(exception, SIGTERMException):
+        if stopped_by_sigterm(exception, trainer):  # loader workers may be dead: no data needed
             self._save(trainer)
             log.warning("SIGTERM: saved %s at step %d", self.path, trainer.global_step)
 

@@ -5,6 +5,15 @@ a scheduler would take the stopped run for a finished one. ``fit_or_preempted`` 
 ``Preempted`` (exit status 143 = 128 + SIGTERM) once ``last.ckpt`` is saved. Lightning only looks
 at its SIGTERM flag between batches, so a run stuck inside a batch would ignore SIGTERM; a second
 SIGTERM therefore exits at once (status 143), as does a SIGTERM outside ``fit``.
+
+A SIGTERM to the whole process group (``scancel``, ``kill -TERM -<pgid>``) also kills the
+DataLoader workers. torch's SIGCHLD handler would then raise "DataLoader worker ... is killed by
+signal" wherever the main process happens to be, even halfway through an optimizer step, so the
+run failed (status 1) with a half-applied step and no ``last.ckpt`` of it. During ``fit`` that
+error is therefore held back once a SIGTERM arrived (or when the worker itself died of SIGTERM,
+whose group signal may be handled here a moment later): Lightning stops at the end of the batch,
+as for any SIGTERM, or the next fetch reports the dead worker; ``stopped_by_sigterm`` takes either
+for pre-emption. A worker that dies otherwise (a crash, the OOM killer) still fails the run.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -36,6 +46,7 @@ class _Escape:
     def __init__(self) -> None:
         self.in_fit = False
         self.received = 0
+        self.held_back: RuntimeError | None = None  # a worker's SIGTERM death, not raised yet
 
     def __call__(self, signum, frame) -> None:
         self.received += 1
@@ -56,12 +67,72 @@ def install_sigterm_escape() -> None:
         signal.signal(signal.SIGTERM, _escape)
 
 
+def _worker_death(exception: BaseException) -> bool:
+    """torch's error for a dead DataLoader worker: "DataLoader worker (pid N) is killed by
+    signal: ..." (its SIGCHLD handler) or "DataLoader worker (pid(s) N) exited unexpectedly"."""
+    return isinstance(exception, RuntimeError) and str(exception).startswith(
+        "DataLoader worker (pid"
+    )
+
+
+def _killed_by_sigterm(exception: BaseException) -> bool:
+    name = signal.strsignal(signal.SIGTERM)  # "Terminated", as torch's message words it
+    return _worker_death(exception) and f"killed by signal: {name}" in str(exception)
+
+
+def stopped_by_sigterm(exception: BaseException, trainer=None) -> bool:
+    """Whether ``exception`` ends ``fit`` for a SIGTERM: Lightning's stop, or a loader worker's
+    death after the SIGTERM to the process group had reached this process too."""
+    if isinstance(exception, SIGTERMException):
+        return True
+    return _received(trainer) and _worker_death(exception)
+
+
+def _received(trainer) -> bool:
+    """A SIGTERM reached this process during ``fit`` (our count, or Lightning's flag)."""
+    return _escape.received > 0 or bool(getattr(trainer, "received_sigterm", False))
+
+
+def _guard_worker_deaths(trainer) -> Callable | None:
+    """Wrap torch's SIGCHLD handler so a worker's death by SIGTERM is not raised mid-step.
+
+    Installs torch's handler first (it is otherwise set lazily by the first loader with workers,
+    above ours); returns the handler to restore, None where signals cannot be set.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    from torch.utils.data._utils import signal_handling
+
+    signal_handling._set_SIGCHLD_handler()
+    torch_handler = signal.getsignal(signal.SIGCHLD)
+    if not callable(torch_handler):
+        return None
+
+    def on_child_exit(signum, frame) -> None:
+        if _received(trainer):
+            return  # Lightning stops at the end of the batch; the save needs no data
+        try:
+            torch_handler(signum, frame)
+        except RuntimeError as e:
+            if not _killed_by_sigterm(e):
+                raise
+            _escape.held_back = e  # our SIGTERM may be a moment behind; else the fetch fails
+
+    signal.signal(signal.SIGCHLD, on_child_exit)
+    return torch_handler
+
+
 def fit_or_preempted(trainer, *args, checkpoint=None, **kwargs) -> None:
     """``trainer.fit`` that turns a SIGTERM stop into ``Preempted`` (non-zero) after the save."""
-    _escape.in_fit, _escape.received = True, 0
+    _escape.in_fit, _escape.received, _escape.held_back = True, 0, None
+    restore = _guard_worker_deaths(trainer)
     try:
         trainer.fit(*args, **kwargs)
-    except SIGTERMException:
+    except (SIGTERMException, RuntimeError) as e:
+        if not stopped_by_sigterm(e, trainer):
+            if _escape.held_back is not None and _worker_death(e):
+                e.add_note(f"earlier, without a SIGTERM to this process: {_escape.held_back}")
+            raise
         where = f"; saved {checkpoint}" if checkpoint else ""
         raise Preempted(
             f"stopped by SIGTERM at step {trainer.global_step}{where}; resume with "
@@ -69,3 +140,5 @@ def fit_or_preempted(trainer, *args, checkpoint=None, **kwargs) -> None:
         ) from None
     finally:
         _escape.in_fit = False
+        if restore is not None:
+            signal.signal(signal.SIGCHLD, restore)
