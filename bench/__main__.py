@@ -11,7 +11,17 @@ import sys
 
 from bench.common import RESULTS, machine
 
-ORDER = ["students", "attention", "teachers", "data", "recipes", "distill", "losses", "gpu"]
+ORDER = [
+    "students",
+    "attention",
+    "teachers",
+    "data",
+    "recipes",
+    "distill",
+    "losses",
+    "runtimes",
+    "gpu",
+]
 
 
 def main(argv: list[str]) -> None:

@@ -24,6 +24,7 @@ import students
 from common.files import wait_for_files
 from data.build import BuildConfigError
 from data.sources import SourceError
+from data.stream import NoUsableSample
 from data.teacher_setup import MissingTeacherError
 from distill.checkpoints import resolve_resume
 from distill.config import check_schema
@@ -287,9 +288,19 @@ def train_student(
     loggers = make_loggers(c, out, run_name, resume_step if ckpt_path else None)
     trainer = make_trainer(c, out, loggers, callbacks)
     start = time.perf_counter()
-    fit_or_preempted(
-        trainer, module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True, checkpoint=last.path
-    )
+    try:
+        fit_or_preempted(
+            trainer,
+            module,
+            datamodule=dm,
+            ckpt_path=ckpt_path,
+            weights_only=True,
+            checkpoint=last.path,
+        )
+    except NoUsableSample as e:  # raised in a loader worker: its message, not two tracebacks
+        raise UsageError(
+            f"{_last_line(e)}; replace those shards or rebuild the set (python -m data.build)"
+        ) from None
     wall = time.perf_counter() - start
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     write_rank_record(out, trainer, metrics, module)
@@ -303,6 +314,14 @@ def train_student(
         "module": module,
         "trainer": trainer,
     }
+
+
+def _last_line(e: BaseException) -> str:
+    """The original message of an error a DataLoader worker raised (the wrapper adds a
+    traceback before it)."""
+    lines = [line for line in str(e).strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else type(e).__name__
+    return last.split(": ", 1)[1] if last.startswith(f"{type(e).__module__}.") else last
 
 
 def make_module(c: dict, num_classes: int, teacher, mode: str):
@@ -542,7 +561,7 @@ def export_run(c: dict, result: dict, dm, out: Path) -> dict:
     from distill.export import export_student
 
     try:
-        return export_student(
+        exports = export_student(
             result["module"],
             out / "export",
             c["student"]["name"],
@@ -551,6 +570,11 @@ def export_run(c: dict, result: dict, dm, out: Path) -> dict:
             dm.classes,
             dm.image_size,
         )
+        if c["export"].get("runtimes"):
+            from distill.export import runtimes_at_end
+
+            exports.update(runtimes_at_end(c, exports, out))
+        return exports
     except Exception as e:
         log.error("export failed (%s: %s); the checkpoints are in %s", type(e).__name__, e, out)
         return {"error": f"{type(e).__name__}: {e}"}

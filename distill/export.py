@@ -6,16 +6,23 @@ with the better validation top-1 (``choose_weights``: a tie goes to the EMA) bec
 onnxruntime); the other is kept as ``NAME_raw.safetensors`` or ``NAME_ema.safetensors``. Every
 file carries ``ExportMeta``. A failed ONNX export is a warning and an ``onnx_error`` entry, not a
 failed run: the safetensors are the result.
+
+``python -m distill.export <run dir or checkpoint> --runtimes onnx,executorch,litert [--int8]``
+(and ``export.runtimes`` at the end of a run) writes the student for mobile runtimes and
+measures each file (``distill.runtime_table.export_runtimes``: ``export/runtimes.json``).
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from torch import nn
 
+from distill.runtime_table import export_runtimes
 from students.export import export_onnx, save_safetensors
 from students.weights import ExportMeta, mean_std_tuple
 
@@ -117,3 +124,151 @@ def _onnx(model: nn.Module, path: Path, meta: ExportMeta) -> dict:
         "onnx_max_abs_diff": onnx.max_abs_diff,
         "onnx_dynamic_hw": onnx.dynamic_hw,
     }
+
+
+# -- mobile runtimes --------------------------------------------------------------------------
+def runtimes_for_run(
+    file: Path,
+    data,
+    out_dir: Path,
+    runtimes: Sequence[str],
+    int8: bool,
+    threads: Sequence[int] = (1, 2),
+    runs: int = 50,
+    calibration: int = 256,
+    max_val: int | None = None,
+    student: str | None = None,
+) -> list[dict]:
+    """Export the student in ``file`` (of the run whose data ``data`` locates, a
+    ``distill.runtime_inputs.RunData``) to ``runtimes`` and write ``out_dir/runtimes.json``."""
+    from distill.runtime_inputs import calibration_views, load_source, val_views
+
+    src = load_source(file, data, student)
+    val = val_views(data, src.meta, max_val)
+    cal = calibration_views(data, src.meta, calibration) if int8 else None
+    return export_runtimes(
+        src.model, src.meta, out_dir, runtimes, int8, val, cal, threads=threads, runs=runs
+    )
+
+
+def runtimes_at_end(c: Mapping, exports: Mapping, out: Path) -> dict:
+    """The ``export.runtimes`` hook of a run: a rejected or missing runtime is a warning and a
+    ``runtimes_error`` entry, never a lost run."""
+    from distill.runtime_inputs import RunData
+
+    cfg = c["export"]
+    try:
+        rows = runtimes_for_run(
+            Path(exports["safetensors"]),
+            RunData.from_config(dict(c)),
+            out / "export",
+            list(cfg["runtimes"]),
+            bool(cfg.get("int8", False)),
+        )
+    except Exception as e:
+        log.warning("mobile runtime export failed: %s: %s", type(e).__name__, e)
+        return {"runtimes_error": f"{type(e).__name__}: {e}"}
+    return {"runtimes": str(out / "export" / "runtimes.json"), "runtime_rows": len(rows)}
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m distill.export",
+        description="Export a trained student to mobile runtimes and measure size, batch-1 "
+        "latency and validation top-1 through each runtime (writes <out>/runtimes.json).",
+    )
+    p.add_argument(
+        "source",
+        type=Path,
+        help="a run directory, or its export/*.safetensors or checkpoints/*.ckpt",
+    )
+    p.add_argument(
+        "--runtimes", default="onnx,executorch", help="comma-separated: onnx, executorch, litert"
+    )
+    p.add_argument(
+        "--int8", action="store_true", help="also int8 by post-training static quantization"
+    )
+    p.add_argument(
+        "--threads", type=_ints, default=[1, 2], help="CPU thread counts to time (default 1,2)"
+    )
+    p.add_argument("--runs", type=int, default=50, help="timed batch-1 calls per row (default 50)")
+    p.add_argument("--calibration", type=int, default=256, help="training views calibrating int8")
+    p.add_argument(
+        "--max-val", type=int, default=None, help="validation views to score (default all)"
+    )
+    p.add_argument(
+        "--run-dir", type=Path, default=None, help="the run a checkpoint outside it belongs to"
+    )
+    p.add_argument("--student", default=None, help="refuse a file holding another student")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default <run>/export)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The CLI: exit 0 on success, 2 on a usage error, 1 when a runtime rejects the export."""
+    from distill.runtime_inputs import ExportUsageError, RunData, find_model_file, run_dir_of
+    from students.runtimes import parse_runtimes
+    from students.runtimes.base import ExportRejected, MissingRuntime
+
+    args = _parser().parse_args(argv)
+    try:
+        runtimes = parse_runtimes(args.runtimes)
+        if not runtimes:
+            raise ExportUsageError(
+                "--runtimes is empty: name at least one of onnx, executorch, litert"
+            )
+        if args.runs < 1 or args.calibration < 1:
+            raise ExportUsageError("--runs and --calibration must be at least 1")
+        source = args.source
+        if source.is_dir():
+            run_dir, file = source, find_model_file(source)
+        elif source.is_file():
+            run_dir, file = args.run_dir or run_dir_of(source), source
+            if run_dir is None:
+                raise ExportUsageError(
+                    f"{source} is not inside a run directory: pass --run-dir <the run that "
+                    "trained it> so its validation set is known"
+                )
+        else:
+            raise ExportUsageError(f"{source}: no such run directory or file")
+        data = RunData.from_run_dir(run_dir)
+        out = args.out or run_dir / "export"
+        runtimes_for_run(
+            file,
+            data,
+            out,
+            runtimes,
+            args.int8,
+            args.threads,
+            args.runs,
+            args.calibration,
+            args.max_val,
+            args.student,
+        )
+    except (ExportUsageError, MissingRuntime, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ExportRejected as e:
+        print(
+            f"error: {e} (nothing was written; try another runtime or fp32 only)", file=sys.stderr
+        )
+        return 1
+    print(f"wrote {out / 'runtimes.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    sys.exit(main())

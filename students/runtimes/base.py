@@ -1,0 +1,85 @@
+"""What every mobile runtime adapter provides: export a student to its file, then run that file.
+
+One adapter per runtime (``onnx``, ``executorch``, ``litert``), registered in
+``students.runtimes``. Adapters import their runtime lazily: a missing package is a
+``MissingRuntime`` naming the extra to install, never a bare ImportError. Files are written to a
+temporary name and renamed, so a failed export leaves nothing that looks complete.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+MOBILE_EXTRA = "pip install -e '.[mobile]'"
+
+
+class MissingRuntime(RuntimeError):
+    """The runtime's package is not installed; the message says how to install it."""
+
+    def __init__(self, runtime: str, package: str) -> None:
+        super().__init__(f"runtime {runtime!r} needs the package {package!r}: {MOBILE_EXTRA}")
+        self.runtime = runtime
+
+
+class ExportRejected(RuntimeError):
+    """The runtime could not take this model (an unsupported op, a failed lowering)."""
+
+
+Predict = Callable[[np.ndarray], np.ndarray]
+"""A loaded file: float32 NCHW input (normalised) -> float32 logits [N, classes]."""
+
+
+class Runtime(Protocol):
+    """A mobile runtime: ``export`` writes ``path`` (fp32, or int8 when ``calibration`` is
+    given: normalised float32 NCHW views from the run's own data), ``load`` runs it."""
+
+    name: str
+    suffix: str
+
+    def check(self) -> None:
+        """Raise ``MissingRuntime`` when the runtime's package cannot be imported."""
+
+    def export(
+        self,
+        model: nn.Module,
+        path: Path,
+        resolution: int,
+        metadata: dict[str, str],
+        calibration: torch.Tensor | None = None,
+    ) -> Path:
+        """Write ``model`` (a CPU eval copy, batch 1, ``resolution`` square) to ``path``."""
+
+    def load(self, path: Path, threads: int) -> Predict:
+        """A callable running ``path`` with ``threads`` CPU threads."""
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary name beside ``path``, renamed to it only when the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def export_copy(model: nn.Module) -> nn.Module:
+    """A CPU eval copy in plain NCHW memory: the students default to channels_last weights and
+    activations (faster in PyTorch), which mobile lowerings such as XNNPACK's layout pass
+    refuse; they choose their own layout."""
+    from students.export import cpu_eval_copy
+
+    clone = cpu_eval_copy(model)
+    if hasattr(clone, "channels_last"):
+        clone.channels_last = False
+    return clone.to(memory_format=torch.contiguous_format)
