@@ -21,6 +21,7 @@ ORDER = [
     "losses",
     "runtimes",
     "gpu",
+    "gpu_pipeline",
 ]
 
 

@@ -16,9 +16,9 @@
   recompile happens in steady state; ``compile_s``: the first step's time, compiling included.
 
 Results: ``bench/results/gpu_pipeline.json`` (``rows``: one object per student and decoder) and
-``.md``, written after each row so a run cut short keeps what it measured. Without CUDA it runs
-a small smoke configuration (the same code path, decode on the CPU) to a temporary folder and
-leaves the published results alone.
+``.md``, written after each row so a run cut short keeps what it measured. Without CUDA it
+does nothing, or with ``BENCH_QUICK=1`` runs a small smoke configuration (the same code path,
+decode on the CPU) to a temporary folder, leaving the published results alone.
 
 On a machine without hydra-core, omegaconf, webdataset or simplejpeg (the lent H200), install
 their wheels first (``pip download`` them here, carry them, ``pip install --no-deps``).
@@ -295,6 +295,9 @@ def _write(out: Path, rows: list[dict], info: dict) -> None:
 
 def main() -> None:
     cuda = torch.cuda.is_available()
+    if not cuda and not quick():
+        print("bench/gpu_pipeline.py: no CUDA device; BENCH_QUICK=1 runs a CPU smoke check")
+        return
     smoke = not cuda or quick()
     configs = SMOKE if not cuda else ROWS
     n, steps, warmup = (256, 12, 3) if smoke else (20_480, 60, 15)
