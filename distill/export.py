@@ -138,17 +138,30 @@ def runtimes_for_run(
     calibration: int = 256,
     max_val: int | None = None,
     student: str | None = None,
+    qat_steps: int = 0,
+    qat_lr: float = 2e-5,
 ) -> list[dict]:
     """Export the student in ``file`` (of the run whose data ``data`` locates, a
-    ``distill.runtime_inputs.RunData``) to ``runtimes`` and write ``out_dir/runtimes.json``."""
-    from distill.runtime_inputs import calibration_views, load_source, val_views
+    ``distill.runtime_inputs.RunData``) to ``runtimes`` and write ``out_dir/runtimes.json``;
+    with ``qat_steps``, also the QAT-distilled int8 ExecuTorch file (``distill.qat``)."""
+    from distill.runtime_inputs import ExportUsageError, calibration_views, load_source, val_views
 
+    if qat_steps and "executorch" not in runtimes:
+        raise ExportUsageError("--qat-steps lowers to ExecuTorch: add executorch to --runtimes")
     src = load_source(file, data, student)
     val = val_views(data, src.meta, max_val)
     cal = calibration_views(data, src.meta, calibration) if int8 else None
-    return export_runtimes(
+    rows = export_runtimes(
         src.model, src.meta, out_dir, runtimes, int8, val, cal, threads=threads, runs=runs
     )
+    if qat_steps:
+        from distill.qat import qat_rows
+        from distill.runtime_table import TABLE, format_table, write_json_atomic
+
+        rows += qat_rows(src, data, Path(out_dir), val, qat_steps, qat_lr, threads, runs)
+        write_json_atomic(Path(out_dir) / TABLE, rows)
+        print(format_table(rows))
+    return rows
 
 
 def runtimes_at_end(c: Mapping, exports: Mapping, out: Path) -> dict:
@@ -212,6 +225,13 @@ def _parser() -> argparse.ArgumentParser:
         "--run-dir", type=Path, default=None, help="the run a checkpoint outside it belongs to"
     )
     p.add_argument("--student", default=None, help="refuse a file holding another student")
+    p.add_argument(
+        "--qat-steps",
+        type=int,
+        default=0,
+        help="also int8 by quantization-aware distillation on the run's shards (ExecuTorch)",
+    )
+    p.add_argument("--qat-lr", type=float, default=2e-5, help="QAT learning rate (AdamW)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default <run>/export)")
     return p
 
@@ -229,8 +249,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ExportUsageError(
                 "--runtimes is empty: name at least one of onnx, executorch, litert"
             )
-        if args.runs < 1 or args.calibration < 1:
-            raise ExportUsageError("--runs and --calibration must be at least 1")
+        if args.runs < 1 or args.calibration < 1 or args.qat_steps < 0:
+            raise ExportUsageError(
+                "--runs and --calibration must be at least 1, --qat-steps at least 0"
+            )
         source = args.source
         if source.is_dir():
             run_dir, file = source, find_model_file(source)
@@ -256,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
             args.calibration,
             args.max_val,
             args.student,
+            args.qat_steps,
+            args.qat_lr,
         )
     except (ExportUsageError, MissingRuntime, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -18,7 +18,9 @@ import copy
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -181,3 +183,58 @@ def _endless(batches: Iterable[dict]) -> Iterator[dict]:
 def _ends(losses: list[float]) -> tuple[float, float]:
     k = max(1, len(losses) // 10)
     return sum(losses[:k]) / k, sum(losses[-k:]) / k
+
+
+def qat_rows(
+    source,
+    data,
+    out_dir: Path,
+    val: tuple[torch.Tensor, np.ndarray],
+    steps: int,
+    lr: float,
+    threads: Sequence[int],
+    runs: int,
+    batch_size: int = 128,
+) -> list[dict]:
+    """``python -m distill.export --qat-steps N``: QAT-distil ``source`` (a
+    ``distill.runtime_inputs.Source``) on the run's training sets (``data``, equal weights),
+    lower it to ExecuTorch as ``<student>_int8_qat.pte`` in ``out_dir`` and measure it like
+    every other row (``precision: int8-qat``)."""
+    from data.datamodule import DistillDataModule
+    from distill.runtime_table import measure, pytorch_logits
+    from students.runtimes.executorch import ExecuTorch, save_pte
+
+    meta, res = source.meta, source.meta.resolution
+    dm = DistillDataModule(
+        data.root,
+        dict.fromkeys(data.train_sets, 1.0),
+        data.val_set,
+        batch_size=batch_size,
+        num_workers=2,
+        seed=1,
+        shuffle_buffer=4 * batch_size,
+    )
+    converted = qat_distill(
+        source.model, dm.train_dataloader(), meta.mean, meta.std, steps, lr, res
+    )
+    name = f"{meta.student}_int8_qat.pte"
+    strings = {**meta.to_strings(), "precision": "int8-qat"}
+    file = save_pte(converted, torch.zeros(1, 3, res, res), Path(out_dir) / name, strings)
+    runtime = ExecuTorch()
+    predicts = {t: runtime.load(file, t) for t in threads}
+    x, labels = val
+    start, end = _ends(converted.qat_losses)
+    return [
+        {
+            "runtime": "executorch",
+            "precision": "int8-qat",
+            "file": name,
+            "bytes": file.stat().st_size,
+            "resolution": res,
+            "qat_steps": steps,
+            "qat_lr": lr,
+            "qat_loss_start_end": [round(start, 4), round(end, 4)],
+            **row,
+        }
+        for row in measure(predicts, x, labels, pytorch_logits(source.model, x), runs)
+    ]

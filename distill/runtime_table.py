@@ -92,7 +92,7 @@ def measure(
     return rows
 
 
-def _write_json_atomic(path: Path, obj) -> None:
+def write_json_atomic(path: Path, obj) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
     os.replace(tmp, path)
@@ -154,7 +154,7 @@ def export_runtimes(
                     echo(f"  {adapter.name} {precision}: {name} measured")
         for item in sorted(stage.iterdir()):
             os.replace(item, out_dir / item.name)
-        _write_json_atomic(out_dir / TABLE, rows)
+        write_json_atomic(out_dir / TABLE, rows)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     if echo is not None:

@@ -19,13 +19,17 @@ import torch
 from torch import nn
 
 MOBILE_EXTRA = "pip install -e '.[mobile]'"
+# litert-torch 0.10 (the one release for torch 2.14) pins xdsl 0.28 and through it
+# typing-extensions<4.13, which wandb 0.31 (cwevals) refuses: no extra of this project can hold
+# both, so LiteRT is installed on its own (pip then warns about cwevals, which still imports).
+LITERT_INSTALL = "pip install litert-torch==0.10.0 ai-edge-litert==2.3.0 (after the project)"
 
 
 class MissingRuntime(RuntimeError):
     """The runtime's package is not installed; the message says how to install it."""
 
-    def __init__(self, runtime: str, package: str) -> None:
-        super().__init__(f"runtime {runtime!r} needs the package {package!r}: {MOBILE_EXTRA}")
+    def __init__(self, runtime: str, package: str, install: str = MOBILE_EXTRA) -> None:
+        super().__init__(f"runtime {runtime!r} needs the package {package!r}: {install}")
         self.runtime = runtime
 
 

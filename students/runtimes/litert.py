@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from students.runtimes.base import (
+    LITERT_INSTALL,
     ExportRejected,
     MissingRuntime,
     Predict,
@@ -41,7 +42,7 @@ def _import(module: str, package: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise MissingRuntime("litert", package) from e
+        raise MissingRuntime("litert", package, LITERT_INSTALL) from e
 
 
 def _one_line(e: BaseException) -> str:

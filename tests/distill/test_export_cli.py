@@ -101,6 +101,13 @@ def test_an_unknown_runtime_is_a_usage_error(run_dir, tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_qat_without_executorch_is_a_usage_error(run_dir, tmp_path, capsys):
+    args = [str(run_dir), "--runtimes", "onnx", "--qat-steps", "5", "--out", str(tmp_path)]
+    assert main(args) == 2
+    assert "add executorch to --runtimes" in _err(capsys)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_run_directory_without_a_checkpoint_is_a_usage_error(run_dir, tmp_path, capsys):
     empty = tmp_path / "run"
     (empty / ".hydra").mkdir(parents=True)
