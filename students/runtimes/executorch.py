@@ -129,13 +129,20 @@ class ExecuTorch:
         from executorch.extension.pybindings import portable_lib
         from executorch.runtime import Runtime as EtRuntime
 
-        # the XNNPACK threadpool is process-wide; this is the only knob the Python API has
-        portable_lib._unsafe_reset_threadpool(int(threads))
-        method = EtRuntime.get().load_program(Path(path)).load_method("forward")
+        def load_method():
+            # The XNNPACK threadpool is process-wide and resetting it is the only thread knob
+            # the Python API has. A loaded method keeps a pointer to the pool it was loaded
+            # with, which a reset frees: running it afterwards crashed the process (abort or
+            # segfault), so a method is loaded again after every reset.
+            portable_lib._unsafe_reset_threadpool(int(threads))
+            return EtRuntime.get().load_program(Path(path)).load_method("forward")
+
+        method = load_method()
 
         def predict(x: np.ndarray) -> np.ndarray:
+            nonlocal method
             if portable_lib._threadpool_get_thread_count() != threads:
-                portable_lib._unsafe_reset_threadpool(int(threads))
+                method = load_method()
             out = method.execute([torch.from_numpy(np.ascontiguousarray(x, np.float32))])
             return out[0].numpy()
 

@@ -124,3 +124,20 @@ def test_save_pte_lowers_a_float_module_with_its_sidecar(tmp_path):
     np.testing.assert_allclose(got, net(x).detach().numpy(), atol=1e-5)
     assert json.loads((tmp_path / "tiny.pte.json").read_text()) == read_pte_meta(path)
     assert read_pte_meta(path)["k"] == "v"
+
+
+def test_executorch_files_loaded_with_different_thread_counts_can_take_turns(tmp_path):
+    """The thread knob resets a process-wide pool that loaded methods point into: running a
+    method loaded before a reset crashed the process (how the table times 1 and 2 threads)."""
+    from students.runtimes.executorch import ExecuTorch, save_pte
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    x = torch.randn(1, 3, 32, 32)
+    path = save_pte(net.eval(), x, tmp_path / "tiny.pte", {"k": "v"})
+    runtime = ExecuTorch()
+    one, two = runtime.load(path, 1), runtime.load(path, 2)
+    ref = net(x).detach().numpy()
+    for _ in range(20):
+        for predict in (one, two):
+            np.testing.assert_allclose(predict(x.numpy()), ref, atol=1e-5)
