@@ -31,7 +31,7 @@ def _samples(manifest, n: int):
                 yield sample["__key__"], sample
 
 
-def _views(manifest):
+def stored_views(manifest):
     """(image uint8 HWC, dense teacher label or None, class or None) per stored view.
 
     Recipe sets (data/recipes.py) are rendered: the first replica of every source image.
@@ -59,7 +59,7 @@ def grid(set_dir: str | Path, n: int = 16, columns: int = 8) -> Image.Image:
     classes = m.classes or [str(i) for i in range(m.num_classes)]
     font = ImageFont.load_default()
     tiles = []
-    for img, label, cls in itertools.islice(_views(m), n):
+    for img, label, cls in itertools.islice(stored_views(m), n):
         img = Image.fromarray(img).resize((TILE, TILE))
         tile = Image.new("RGB", (TILE, TILE + CAPTION), "white")
         tile.paste(img, (0, 0))

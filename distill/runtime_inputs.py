@@ -226,10 +226,10 @@ def val_views(
 
 
 def _set_views(set_dir: Path) -> Iterator[np.ndarray]:
-    from data.preview import _views  # renders recipe sets; yields (uint8 HWC, label, class)
+    from data.preview import stored_views  # recipe sets rendered; (uint8 HWC, label, class)
     from data.shards import read_manifest
 
-    for image, _label, _cls in _views(read_manifest(set_dir)):
+    for image, _label, _cls in stored_views(read_manifest(set_dir)):
         yield image
 
 
