@@ -60,16 +60,17 @@ def machine() -> dict[str, object]:
     }
 
 
-def write_result(name: str, payload: dict, markdown: str) -> Path:
-    """Write ``results/<name>.json`` and ``results/<name>.md`` (temp file, then rename)."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def write_result(name: str, payload: dict, markdown: str, folder: Path = RESULTS) -> Path:
+    """Write ``<folder>/<name>.json`` and ``.md`` (temp file, then rename); ``folder`` defaults
+    to ``results/``."""
+    folder.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "machine": machine(), **payload}
     for suffix, text in ((".json", json.dumps(payload, indent=2) + "\n"), (".md", markdown)):
-        path = RESULTS / f"{name}{suffix}"
+        path = folder / f"{name}{suffix}"
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text)
         os.replace(tmp, path)
-    return RESULTS / f"{name}.json"
+    return folder / f"{name}.json"
 
 
 def table(headers: list[str], rows: list[list[object]]) -> str:

@@ -35,7 +35,7 @@ from teachers import Preprocessing, build_model, create_teacher, save_teacher
 NUM_CLASSES = 10
 
 
-def _natural_image(rng: np.random.Generator, size: int) -> np.ndarray:
+def natural_image(rng: np.random.Generator, size: int) -> np.ndarray:
     """Smooth random colour fields: JPEG sizes close to natural photos (not noise)."""
     low = torch.from_numpy(rng.random((1, 3, 8, 8), dtype=np.float32))
     img = F.interpolate(low, size=(size, size), mode="bicubic", align_corners=False)[0]
@@ -50,7 +50,7 @@ def _make_jpegs(root: Path, n: int, size: int) -> list[tuple[Path, int]]:
         cls = i % NUM_CLASSES
         (root / f"c{cls}").mkdir(parents=True, exist_ok=True)
         path = root / f"c{cls}" / f"img{i:05d}.jpg"
-        Image.fromarray(_natural_image(rng, size)).save(path, quality=90)
+        Image.fromarray(natural_image(rng, size)).save(path, quality=90)
         files.append((path, cls))
     return files
 

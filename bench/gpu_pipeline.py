@@ -36,9 +36,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from bench.common import RESULTS, machine, quick, table
+from bench.common import RESULTS, quick, table, write_result
 
 NUM_CLASSES = 1000
 # (student, resolution, per-device batch): the issue's three; batch 1024 fills an H200 for Conv-S
@@ -47,15 +46,13 @@ SMOKE = [("mnv4_conv_s", 64, 16)]
 
 
 def _natural_jpeg(args: tuple[int, int]) -> bytes:
-    """Smooth random colour fields plus grain: JPEG sizes close to photos' (not noise)."""
+    """``bench.data.natural_image`` as JPEG: sizes close to photos' (not noise)."""
     import simplejpeg
 
+    from bench.data import natural_image
+
     seed, size = args
-    rng = np.random.default_rng(seed)
-    low = torch.from_numpy(rng.random((1, 3, 8, 8), dtype=np.float32))
-    img = F.interpolate(low, size=(size, size), mode="bicubic", align_corners=False)[0]
-    img = img + 0.08 * torch.from_numpy(rng.standard_normal((3, size, size), dtype=np.float32))
-    rgb = (img.clamp(0, 1) * 255).byte().permute(1, 2, 0).contiguous().numpy()
+    rgb = np.ascontiguousarray(natural_image(np.random.default_rng(seed), size))
     return simplejpeg.encode_jpeg(rgb, quality=90, colorspace="RGB")
 
 
@@ -281,16 +278,7 @@ def _markdown(rows: list[dict], info: dict) -> str:
 
 
 def _write(out: Path, rows: list[dict], info: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    payload = {"benchmark": "gpu_pipeline", "machine": machine(), **info, "rows": rows}
-    for suffix, text in (
-        (".json", json.dumps(payload, indent=2) + "\n"),
-        (".md", _markdown(rows, info)),
-    ):
-        path = out / f"gpu_pipeline{suffix}"
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+    write_result("gpu_pipeline", {**info, "rows": rows}, _markdown(rows, info), out)
 
 
 def main() -> None:

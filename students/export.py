@@ -89,7 +89,7 @@ def _torch_export(
     )
 
 
-def _write_onnx_metadata(path: Path, metadata: dict[str, str]) -> None:
+def write_onnx_metadata(path: Path, metadata: dict[str, str]) -> None:
     """Set ``metadata_props`` (ONNX's string key/values), replacing keys already there."""
     import onnx
 
@@ -149,7 +149,7 @@ def _export_checked(
 ) -> dict[str, float]:
     _torch_export(model, tmp, resolution, batch, dynamic_hw)
     if meta:
-        _write_onnx_metadata(tmp, {**meta, "dynamic_hw": "true" if dynamic_hw else "false"})
+        write_onnx_metadata(tmp, {**meta, "dynamic_hw": "true" if dynamic_hw else "false"})
     return _check(tmp, model, resolution, batch, atol, dynamic_hw)
 
 

@@ -77,6 +77,11 @@ def atomic_path(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def example_input(model: nn.Module, resolution: int) -> torch.Tensor:
+    """The batch-1 input a mobile file is traced at (its shape is fixed in the file)."""
+    return torch.randn(1, getattr(model, "in_chans", 3), resolution, resolution)
+
+
 def export_copy(model: nn.Module) -> nn.Module:
     """A CPU eval copy in plain NCHW memory: the students default to channels_last weights and
     activations (faster in PyTorch), which mobile lowerings such as XNNPACK's layout pass

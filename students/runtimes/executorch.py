@@ -21,6 +21,7 @@ from students.runtimes.base import (
     MissingRuntime,
     Predict,
     atomic_path,
+    example_input,
     export_copy,
 )
 
@@ -110,8 +111,7 @@ class ExecuTorch:
     ) -> Path:
         self.check()
         model = export_copy(model)
-        chans = getattr(model, "in_chans", 3)
-        example = torch.randn(1, chans, resolution, resolution)
+        example = example_input(model, resolution)
         meta = {**metadata, "precision": "fp32" if calibration is None else "int8"}
         if calibration is not None:
             from students.quantize import quantize_ptq

@@ -30,6 +30,7 @@ from students.runtimes.base import (
     MissingRuntime,
     Predict,
     atomic_path,
+    example_input,
     export_copy,
 )
 
@@ -70,7 +71,7 @@ class LiteRT:
     ) -> Path:
         self.check()
         path, model = Path(path), export_copy(model)
-        example = torch.randn(1, getattr(model, "in_chans", 3), resolution, resolution)
+        example = example_input(model, resolution)
         try:
             data = _convert(model, example, calibration)
         except MissingRuntime:

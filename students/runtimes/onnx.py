@@ -88,7 +88,7 @@ class Onnx:
         metadata: dict[str, str],
         calibration: torch.Tensor | None = None,
     ) -> Path:
-        from students.export import _write_onnx_metadata, export_onnx
+        from students.export import export_onnx, write_onnx_metadata
 
         self.check()
         path = Path(path)
@@ -101,7 +101,7 @@ class Onnx:
                 if calibration is not None:
                     _quantize(fp32, tmp, calibration)
                 meta.update(precision=precision, opset=str(opset(tmp)))
-                _write_onnx_metadata(tmp, meta)
+                write_onnx_metadata(tmp, meta)
             except Exception as e:
                 raise ExportRejected(
                     f"ONNX {precision} export of {path.name} failed: {type(e).__name__}: "
