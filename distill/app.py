@@ -480,6 +480,9 @@ def distil(c: dict, out: Path, resume: tuple[str | None, int]) -> tuple:
     teacher = None
     if c["mode"] == "online" or c["loss"]["feature_weight"] > 0:
         teacher = teacher_from_config(c["teacher"], num_classes=dm.num_classes)
+    # seeded again: building the data in this run (a cold cache) draws from the global RNGs,
+    # and the student's initialisation must not depend on whether the cache was warm
+    L.seed_everything(c["seed"], workers=True, verbose=False)
     return dm, train_student(c, dm, teacher, out, _run_name(c), c["mode"], resume)
 
 

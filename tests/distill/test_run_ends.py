@@ -279,6 +279,20 @@ def test_smoke_preset_runs_every_stage_from_a_cold_cache(tmp_path):
     assert r["exports"]["onnx_dynamic_hw"] is True  # a 32-px model varies H/W too
     assert io.StringIO(out.stdout).getvalue().count("distillation summary") == 1
 
+    # the same seed on the now warm cache trains the same student: building the data in the
+    # cold run must not shift the student's initialisation or its batches
+    warm = _cli(
+        ["+student=mnv4_conv_s", "+debug=smoke", "export.onnx=false", "report.enabled=false"]
+        + ["baseline.enabled=false", f"hydra.run.dir={tmp_path / 'warm'}"],
+        {"WANDB_MODE": "disabled", "DISTILL_CACHE": str(tmp_path / "cache")},
+    )
+    assert warm.returncode == 0, warm.stderr[-3000:]
+    losses = {
+        run: [r["train/loss"] for r in _rows(tmp_path / run) if r.get("train/loss")]
+        for run in ("run", "warm")
+    }
+    assert losses["run"] and losses["run"] == losses["warm"], losses
+
 
 def test_a_requeued_slurm_job_resumes_from_lightnings_newest_hpc_checkpoint(tmp_path):
     ckpt = {"state_dict": {}, "loops": {}, "global_step": 40, "hyper_parameters": {}}
