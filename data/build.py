@@ -15,6 +15,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from data import remote, urls
 from data.config import register_build_configs
 
 log = logging.getLogger("data.build")
@@ -149,6 +150,7 @@ def run(cfg: DictConfig) -> list:
             "(e.g. dataset=folder data_root=/path/to/images)"
         )
     c = OmegaConf.to_container(cfg, resolve=True)
+    remote.configure(remote.transport_from_config(c))
     rank, world, _ = dist_env()
     reports = build_from_config(
         c,
@@ -164,10 +166,19 @@ def run(cfg: DictConfig) -> list:
 
 
 def _config_errors() -> tuple[type[Exception], ...]:
+    """Errors printed as one line: config mistakes, and sets that cannot be reached or locked."""
+    from data.set_store import LockError
     from data.sources import SourceError
     from data.teacher_setup import MissingTeacherError
 
-    return (BuildConfigError, SourceError, MissingTeacherError)
+    return (
+        BuildConfigError,
+        SourceError,
+        MissingTeacherError,
+        remote.RemoteError,
+        urls.UrlError,
+        LockError,
+    )
 
 
 register_build_configs()  # conf/build.yaml names build_schema (data/config.py)

@@ -24,8 +24,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from common.files import wait_for_files
 from common.images import BadImage, jpeg_round_trip
+from data import urls
 from data.augment import (
     ExtraVariant,
     RecordedRandAugment,
@@ -39,13 +39,12 @@ from data.extra import Selection, balance
 from data.labels import encode_soft_label
 from data.recipe_build import Group, GroupAssembler, plan_groups, recipe_loader, storage_of
 from data.recipes import RECIPE_VERSION, ViewCodec, render_versions, tar_bytes
+from data.set_store import SetStore
 from data.shards import (
     clean_partials,
     config_hash,
     read_manifest,
-    shard_complete,
     shard_name,
-    write_json_atomic,
     write_shard,
 )
 from data.sources import Source
@@ -142,7 +141,9 @@ class SetBuilder:
         self.variant, self.source, self.teacher = variant, source, teacher
         self.teacher_cfg = teacher_cfg
         self.cfg, self.rank, self.world = cfg, rank, world
-        self.set_dir = Path(out_dir) / variant.name
+        # local sets are written in place; remote ones staged in self.set_dir, then uploaded
+        self.store = SetStore(out_dir, variant.name)
+        self.set_dir = self.store.dir
         self.shard_size = int(cfg.get("shard_size", 500))  # conf/train.yaml, conf/build.yaml
         self.top_k = cfg.get("top_k")
         self.temperature = float(cfg.get("temperature", 1.0))
@@ -178,22 +179,18 @@ class SetBuilder:
     def _check_identity(self, overwrite: bool) -> str:
         ident = self.identity()
         h = config_hash(ident)
-        marker = self.set_dir / "build.json"
-        if marker.is_file():
-            old = json.loads(marker.read_text())
-            if old.get("config_hash") != h:
-                if not overwrite:
-                    raise ValueError(
-                        f"{self.set_dir} holds shards built from a different config "
-                        f"({old.get('config_hash')} vs {h}); pass overwrite=true to rebuild it or "
-                        "choose another out_dir"
-                    )
-                for p in self.set_dir.iterdir():
-                    if p.is_file():
-                        p.unlink()
+        old = self.store.read_json("build.json")
+        if old is not None and old.get("config_hash") != h:
+            if not overwrite:
+                raise ValueError(
+                    f"{urls.redact(self.store.url)} holds shards built from a different config "
+                    f"({old.get('config_hash')} vs {h}); pass overwrite=true to rebuild it or "
+                    "choose another out_dir"
+                )
+            self.store.clear()
         self.set_dir.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
-            write_json_atomic(marker, {"config_hash": h, "config": ident})
+            self.store.write_json("build.json", {"config_hash": h, "config": ident})
         return h
 
     # -- the extra set's selection ------------------------------------------------------------
@@ -238,9 +235,8 @@ class SetBuilder:
         return probs_top, cls_top
 
     def _selection(self) -> Selection:
-        path = self.set_dir / "selection.json"
-        if path.is_file():
-            data = json.loads(path.read_text())
+        data = self.store.read_json("selection.json")
+        if data is not None:
             entries = [tuple(e) for e in data["entries"]]
             return Selection(
                 entries,
@@ -250,7 +246,10 @@ class SetBuilder:
             )
         if self.rank != 0:  # rank 0 scores the pool once; the others wait for its selection
             timeout_s = float(self.cfg.get("wait_s", 24 * 3600))
-            wait_for_files([path], timeout_s, f"waited too long for {path} from rank 0")
+            where = self.store.file("selection.json")
+            self.store.wait_for(
+                "selection.json", timeout_s, f"waited too long for {where} from rank 0"
+            )
             return self._selection()
         if self.teacher is None:
             raise ValueError(f"variant {self.variant.name!r} (extra) needs a teacher to score")
@@ -264,8 +263,8 @@ class SetBuilder:
             float(self.variant.cfg.get("threshold", 0.3)),
             self.variant.cfg.get("per_class"),
         )
-        write_json_atomic(
-            path,
+        self.store.write_json(
+            "selection.json",
             {
                 "entries": sel.entries,
                 "before": sel.before,
@@ -315,6 +314,7 @@ class SetBuilder:
             bar.update(len(made))
         record = {"shard": shard_name(self.variant.name, index), "skipped": skipped}
         write_shard(self.set_dir, self.variant.name, index, samples, record)
+        self.store.publish(shard_name(self.variant.name, index))
         self.report.skipped.extend(skipped)
         self.report.written += len(samples)
         self.report.views += len(samples)
@@ -396,12 +396,23 @@ class SetBuilder:
             "pixel_view_bytes": [sum(pixel_bytes), len(pixel_bytes)],
         }
         write_shard(self.set_dir, self.variant.name, index, samples, record)
+        self.store.publish(shard_name(self.variant.name, index))
         self.report.skipped.extend(skipped)
         self.report.written += sizes["images"]
         self.report.views += sizes["views"]
         return teacher_s
 
     def run(self, overwrite: bool = False) -> SetReport:
+        """Build this process's shards of the set under its build lock (data/set_store.py)."""
+        wait_s = float(self.cfg.get("wait_s", 24 * 3600))
+        with self.store.lock(self.rank, self.world, wait_s):
+            return self._run(overwrite)
+
+    def _complete(self, names: set[str], index: int) -> bool:
+        tar = shard_name(self.variant.name, index)
+        return tar in names and tar.removesuffix(".tar") + ".json" in names
+
+    def _run(self, overwrite: bool) -> SetReport:
         self.report = SetReport(self.variant.name)
         self.report.skipped.extend(self.source.skipped.entries)
         h = self._check_identity(overwrite)
@@ -419,7 +430,8 @@ class SetBuilder:
         per_shard = self._per_shard()
         n_shards = -(-len(plan) // per_shard)
         mine = [i for i in range(n_shards) if i % self.world == self.rank]
-        todo = [i for i in mine if not shard_complete(self.set_dir, self.variant.name, i)]
+        present = self.store.names()
+        todo = [i for i in mine if not self._complete(present, i)]
         self.report.reused_shards = len(mine) - len(todo)
         todo_views = sum(self._views(plan[i * per_shard : (i + 1) * per_shard]) for i in todo)
         bar = tqdm(
@@ -505,9 +517,9 @@ class SetBuilder:
         set and however many runs built its shards.
         """
         entries = list(self.source.skipped.entries)
-        selection = self.set_dir / "selection.json"
-        if isinstance(self.variant, ExtraVariant) and selection.is_file():
-            entries += json.loads(selection.read_text()).get("skipped", [])
+        selection = self.store.read_json("selection.json")
+        if isinstance(self.variant, ExtraVariant) and selection is not None:
+            entries += selection.get("skipped", [])
         for r in records:
             entries += r["skipped"]
         return _skip_summary_of(entries)
@@ -515,9 +527,10 @@ class SetBuilder:
     def _seal(self, n_shards: int, h: str) -> bool:
         """Write the manifest once every shard of the set exists (any rank may be last)."""
         names = [shard_name(self.variant.name, i) for i in range(n_shards)]
-        if not all(shard_complete(self.set_dir, self.variant.name, i) for i in range(n_shards)):
+        present = self.store.names()
+        if not all(self._complete(present, i) for i in range(n_shards)):
             return False
-        records = [json.loads((self.set_dir / n).with_suffix(".json").read_text()) for n in names]
+        records = [self.store.read_json(n.removesuffix(".tar") + ".json") for n in names]
         count = "images" if self.recipe else "samples"  # recipe sets: one view per image visit
         teacher = self.teacher
         manifest = {
@@ -549,7 +562,7 @@ class SetBuilder:
                 f"teacher {teacher.info.spec} has {teacher.num_classes} classes, source "
                 f"{self.source.describe()} has {len(self.source.classes)}"
             )
-        write_json_atomic(self.set_dir / "manifest.json", manifest)
+        self.store.write_json("manifest.json", manifest)  # last: the set is complete
         self.report.storage = manifest["storage"]
         return True
 
@@ -615,7 +628,7 @@ def build_sets(
             variant,
             source,
             teacher if needs_teacher else None,
-            Path(out_dir),
+            out_dir,
             cfg,
             rank,
             world,
@@ -668,7 +681,7 @@ def summary(reports: list[SetReport], out_dir: str | Path) -> str:
                 lines.append(f"  ... and {len(skipped) - 50} more")
     for r in reports:
         if r.complete:
-            m = read_manifest(Path(out_dir) / r.name)
+            m = read_manifest(urls.join(out_dir, r.name))
             lines.append(f"{r.name}: {m.num_samples} samples in {len(m.shard_counts)} shards")
             if "storage" in m.data:
                 lines.append("  " + storage_line(r.name, m.data["storage"]))

@@ -39,6 +39,16 @@ class BuildConfig:
 
 
 @dataclass
+class RemoteConfig:
+    """How sets in object storage or over HTTP are fetched (data/remote.py ``Transport``)."""
+
+    retry_s: float = MISSING  # give up on one file this long after its first failure
+    retries: int = MISSING  # attempts per request and resumes per stream
+    connect_timeout_s: float = MISSING
+    read_timeout_s: float = MISSING  # a connection silent this long is stalled
+
+
+@dataclass
 class TeacherConfig:
     """``teachers.config.teacher_from_config``; ``recipe`` goes to teachers/train.py."""
 
@@ -85,6 +95,7 @@ class BuildAppConfig(DatasetKeys):
     data: dict[str, Any] = field(default_factory=dict)
     overwrite: bool = MISSING
     build: BuildConfig = field(default_factory=BuildConfig)
+    remote: RemoteConfig = field(default_factory=RemoteConfig)
     device: str = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
     trainer: dict[str, Any] = field(default_factory=dict)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import lightning as L
 
+from data import remote, urls
 from data.recipes import version_drift
 from data.shards import Manifest, ManifestError, read_manifest
 from data.stream import loader, train_pipeline, val_pipeline
@@ -26,7 +27,8 @@ class DistillDataModule(L.LightningDataModule):
     """Streams built shard sets.
 
     Args:
-        root: directory holding the sets (``<root>/<set>/manifest.json``).
+        root: directory or URL holding the sets (``<root>/<set>/manifest.json``; s3://, gs://,
+            http(s)://, file:// and pipe: as data/urls.py reads them).
         train_sets: set name -> mixing weight (offline mode); weight 0 leaves a set out.
         val_set: the validation set name.
         batch_size: per-device batch size.
@@ -74,7 +76,7 @@ class DistillDataModule(L.LightningDataModule):
             raise ValueError(f"data mode must be 'offline' or 'online', got {mode!r}")
         if mode == "online" and not (online and online.get("set")):
             raise ValueError("online mode needs online.set: the raw image set to stream")
-        self.root = Path(root)
+        self.root = urls.check(root)
         sets = dict(train_sets) if mode == "offline" else {online["set"]: 1.0}
         bad = {k: w for k, w in sets.items() if not w >= 0}
         if bad:
@@ -96,13 +98,13 @@ class DistillDataModule(L.LightningDataModule):
         if self.manifests:
             return
         names = [*self.train_sets, self.val_set]
-        missing = [n for n in names if not (self.root / n).is_dir()]
+        missing = [n for n in names if not _set_exists(urls.join(self.root, n))]
         if missing:
             raise ManifestError(
-                f"shard sets {missing} not found under {self.root}: build them with "
+                f"shard sets {missing} not found under {urls.redact(self.root)}: build them with "
                 "python -m data.build (the distill app does this for the embedded default)"
             )
-        manifests = {n: read_manifest(self.root / n) for n in names}
+        manifests = {n: read_manifest(urls.join(self.root, n)) for n in names}
         for n, m in manifests.items():
             _require_samples(n, m)
         self.manifests = manifests
@@ -127,7 +129,7 @@ class DistillDataModule(L.LightningDataModule):
         n = self.manifests[self.val_set].num_samples
         if n < world:
             raise ManifestError(
-                f"validation set {self.val_set} ({self.root / self.val_set}) has {n} samples, "
+                f"validation set {self.val_set} ({urls.join(self.root, self.val_set)}) has {n} samples, "
                 f"fewer than the {world} devices: each device needs at least one; use a larger "
                 "validation set or fewer devices"
             )
@@ -218,10 +220,10 @@ class DistillDataModule(L.LightningDataModule):
         rank, world = self._world()
         self._check_val_size(world)
         m = self.manifests[self.val_set]
-        urls = m.urls()
-        counts = [m.shard_counts[Path(u).name] for u in urls]
+        shards = m.urls()
+        counts = [m.shard_counts[urls.name(u)] for u in shards]
         pipeline = val_pipeline(
-            urls,
+            shards,
             rank,
             world,
             self.val_batch_size,
@@ -231,7 +233,15 @@ class DistillDataModule(L.LightningDataModule):
             self.decode_stage(),
         )
         # every rank reads every validation shard; its workers split them
-        return loader(pipeline, min(self.num_workers, len(urls)), self.seed, rank)
+        return loader(pipeline, min(self.num_workers, len(shards)), self.seed, rank)
+
+
+def _set_exists(set_dir: str) -> bool:
+    """A local set is a directory (its manifest may be missing: read_manifest says so); a remote
+    one exists when its manifest does (object stores have no directories)."""
+    if urls.is_remote(set_dir):
+        return remote.exists(urls.join(set_dir, "manifest.json"))
+    return urls.local_path(set_dir).is_dir()
 
 
 def _warn_on_version_drift(name: str, m: Manifest) -> None:
@@ -258,7 +268,7 @@ def _require_samples(name: str, m: Manifest) -> None:
         return
     examples = "; ".join(f"{ref}: {why}" for ref, why in m.skipped_examples[:3])
     raise ManifestError(
-        f"shard set {name} ({m.set_dir}) holds 0 samples according to {m.path.name}"
+        f"shard set {name} ({m.set_dir}) holds 0 samples according to {urls.name(m.path)}"
         + (f" ({m.skipped} inputs skipped while building it, e.g. {examples})" if m.skipped else "")
         + "; fix its source and rebuild it with python -m data.build"
     )

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from common.images import decode_jpeg_hwc
+from data import remote, urls
 from data.labels import decode_soft_label, load_npy
 from data.recipes import CLASSES, Replayer, group_size
 from data.shards import read_manifest
@@ -26,7 +27,7 @@ TILE, CAPTION = 96, 26
 def _samples(manifest, n: int):
     """The first ``n`` samples of a set (members grouped by key, in shard order)."""
     for url in manifest.urls():
-        with open(url, "rb") as stream:
+        with remote.open_read(url) as stream:
             for sample in samples(stream, url):
                 yield sample["__key__"], sample
 
@@ -85,21 +86,37 @@ def grid(set_dir: str | Path, n: int = 16, columns: int = 8) -> Image.Image:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m data.preview", description=__doc__)
-    p.add_argument("root", type=Path, help="directory of shard sets (e.g. cache/shards/digits)")
-    p.add_argument("--sets", nargs="*", help="set names (default: every set with a manifest)")
+    p.add_argument(
+        "root", help="directory or URL of shard sets (e.g. cache/shards/digits, s3://b/sets/digits)"
+    )
+    p.add_argument(
+        "--sets",
+        nargs="*",
+        help="set names (default: every local set with a manifest; needed for URLs)",
+    )
     p.add_argument("--n", type=int, default=16, help="samples per set")
     p.add_argument("--out", type=Path, default=Path("previews"))
     args = p.parse_args(argv)
-    names = args.sets or sorted(
-        d.name for d in args.root.iterdir() if (d / "manifest.json").is_file()
-    )
-    if not names:
-        raise SystemExit(f"no built shard sets under {args.root}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        path = args.out / f"{name}.png"
-        grid(args.root / name, args.n).save(path)
-        print(f"wrote {path}")
+    try:
+        names = args.sets or _local_sets(args.root)
+        if not names:
+            raise SystemExit(f"no built shard sets under {args.root}")
+        args.out.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            path = args.out / f"{name}.png"
+            grid(urls.join(args.root, name), args.n).save(path)
+            print(f"wrote {path}")
+    except (remote.RemoteError, urls.UrlError) as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+def _local_sets(root: str) -> list[str]:
+    if urls.is_remote(root):
+        raise SystemExit(
+            f"error: {root} is a URL: name its sets with --sets (e.g. --sets randaug val)"
+        )
+    root_dir = urls.local_path(root)
+    return sorted(d.name for d in root_dir.iterdir() if (d / "manifest.json").is_file())
 
 
 if __name__ == "__main__":

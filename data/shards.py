@@ -1,4 +1,4 @@
-"""Shard sets on disk: atomic shard files, per-shard records and the manifest that seals a set.
+"""Shard sets: atomic shard files, per-shard records and the manifest that seals a set.
 
 Layout of one set (e.g. ``<out>/randaug/``)::
 
@@ -7,9 +7,11 @@ Layout of one set (e.g. ``<out>/randaug/``)::
     manifest.json        written last: samples per shard, classes, teacher, config hash,
                          inputs skipped (count, by reason, the first few by name)
 
-A shard is written as ``*.tar.tmp`` and renamed when complete, after its record, so a crash
-never leaves a file that looks finished; the manifest is the "set complete" marker and readers
-refuse a directory without one (stack.md §9).
+A shard is written under a temporary name unique to its process (``<name>.<pid>-<id>@<host>.tmp``:
+two builders never write one file) and renamed when complete, after its record, so a crash never
+leaves a file that looks finished; the manifest is the "set complete" marker and readers refuse
+a set without one (stack.md §9). ``read_manifest`` reads a set at any location (data/urls.py);
+data/set_store.py writes one to object storage.
 """
 
 from __future__ import annotations
@@ -17,11 +19,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import webdataset as wds
+
+from data import remote, urls
 
 
 class ManifestError(ValueError):
@@ -34,9 +40,37 @@ def config_hash(cfg: dict) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
+def temp_path(final: Path) -> Path:
+    """A temporary name beside ``final``, unique to this process and host."""
+    host = socket.gethostname().replace("@", "_")
+    return final.with_name(f"{final.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}@{host}.tmp")
+
+
+def _writer_alive(tmp: Path) -> bool:
+    """Whether the process that owns a temporary file may still be writing it."""
+    stem, _, host = tmp.name.removesuffix(".tmp").rpartition("@")
+    pid = stem.rpartition(".")[2].partition("-")[0]
+    if not pid.isdigit():
+        return False  # a fixed name from before temporary names were unique
+    if host != socket.gethostname().replace("@", "_"):
+        return True  # another node's: cannot tell, keep it
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return int(pid) != os.getpid()
+
+
+def write_json_atomic(path: str | Path, obj) -> None:
+    text = json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n"
+    if urls.is_remote(path):
+        remote.put_bytes(str(path), text.encode())
+        return
+    path = Path(path)
+    tmp = temp_path(path)
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 
@@ -50,8 +84,8 @@ def shard_complete(set_dir: Path, set_name: str, index: int) -> bool:
 
 
 def clean_partials(set_dir: Path) -> list[Path]:
-    """Delete ``*.tmp`` leftovers of an interrupted build; returns what was removed."""
-    stale = sorted(set_dir.glob("*.tmp"))
+    """Delete ``*.tmp`` leftovers of interrupted builds (not those of a live builder)."""
+    stale = sorted(p for p in set_dir.glob("*.tmp") if not _writer_alive(p))
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
@@ -62,7 +96,7 @@ def write_shard(
 ) -> dict:
     """Write one shard atomically; ``record`` gets ``samples`` (the count) and is returned."""
     final = set_dir / shard_name(set_name, index)
-    tmp = final.with_name(final.name + ".tmp")
+    tmp = temp_path(final)
     count = 0
     with open(tmp, "wb") as stream:
         # An integer mtime: identical rebuilds, and no per-member PAX header (a float adds one,
@@ -82,12 +116,12 @@ def write_shard(
 class Manifest:
     """What a complete shard set holds; epoch sizes come from here, never from a scan."""
 
-    path: Path
+    path: Path | str  # a URL for a set outside the local file system
     data: dict
 
     @property
-    def set_dir(self) -> Path:
-        return self.path.parent
+    def set_dir(self) -> Path | str:
+        return self.path.parent if isinstance(self.path, Path) else urls.parent(self.path)
 
     @property
     def num_samples(self) -> int:
@@ -116,12 +150,18 @@ class Manifest:
         return [(str(ref), str(why)) for ref, why in self.data.get("skipped_examples", [])]
 
     def urls(self) -> list[str]:
-        return [str(self.set_dir / name) for name in sorted(self.data["shards"])]
+        return [urls.join(self.set_dir, name) for name in sorted(self.data["shards"])]
 
 
 def read_manifest(set_dir: str | Path) -> Manifest:
-    """The manifest of a complete set; ``ManifestError`` if the set is missing or unfinished."""
-    set_dir = Path(set_dir)
+    """The manifest of a complete set; ``ManifestError`` if the set is missing or unfinished.
+
+    ``set_dir`` may be a URL (data/urls.py); servers that cannot be reached raise
+    ``data.remote.RemoteError``.
+    """
+    if urls.is_remote(set_dir):
+        return _read_remote_manifest(urls.check(set_dir))
+    set_dir = urls.local_path(set_dir)
     path = set_dir / "manifest.json"
     if not set_dir.is_dir():
         raise ManifestError(f"shard set not found: {set_dir} (build it with python -m data.build)")
@@ -134,4 +174,24 @@ def read_manifest(set_dir: str | Path) -> Manifest:
     missing = [n for n in data["shards"] if not (set_dir / n).is_file()]
     if missing:
         raise ManifestError(f"{set_dir}: manifest lists shards that are gone: {missing[:5]}")
+    return Manifest(path, data)
+
+
+def _read_remote_manifest(set_dir: str) -> Manifest:
+    path = urls.join(set_dir, "manifest.json")
+    try:
+        data = remote.read_json(path)
+    except FileNotFoundError:
+        raise ManifestError(
+            f"{urls.redact(set_dir)} has no manifest.json: the set is not there, or its build did "
+            "not finish; build it with python -m data.build paths.shards=<its parent> "
+            "(finished shards are kept)"
+        ) from None
+    if urls.scheme(set_dir) in urls.OBJECT_SCHEMES:  # HTTP and pipes cannot list
+        present = set(remote.list_names(set_dir))
+        missing = [n for n in data["shards"] if n not in present]
+        if missing:
+            raise ManifestError(
+                f"{urls.redact(set_dir)}: manifest lists shards that are gone: {missing[:5]}"
+            )
     return Manifest(path, data)

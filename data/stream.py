@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import json
 import logging
 import random
 from collections.abc import Callable, Iterable, Iterator
@@ -48,6 +47,7 @@ from data.augment import random_resized_crop
 from data.batch_decode import jpeg_problem, pack_jpegs
 from data.labels import decode_soft_label, load_npy
 from data.recipes import CLASSES, BadRecipe, Replayer, ReplicaPicker, group_size
+from data.remote import open_read, read_json
 from data.tario import samples as tar_members_by_key
 
 log = logging.getLogger("data")
@@ -96,9 +96,10 @@ def _error_text(exn: Exception, url: str) -> str:
 
 
 def shard_samples(url: str) -> Iterator[dict]:
-    """Raw samples of one shard, then a bad-shard marker if reading it failed part way."""
+    """Raw samples of one shard (at any location: data/remote.py), then a bad-shard marker if
+    reading it failed part way (a remote one after its bounded retries)."""
     try:
-        with open(url, "rb", buffering=1 << 20) as stream:
+        with open_read(url) as stream:
             yield from tar_members_by_key(stream, url)
     except Exception as e:  # truncated, corrupt or missing: keep the samples read so far
         yield {"__bad__": ("shard", _error_text(e, url))}
@@ -568,8 +569,11 @@ def record_counts(urls: list[str]) -> list[int]:
     """Samples per shard from the records written beside the shards (0 where there is none)."""
     counts = []
     for url in urls:
-        record = Path(url).with_suffix(".json")
-        counts.append(int(json.loads(record.read_text())["samples"]) if record.is_file() else 0)
+        record = url.removesuffix(".tar") + ".json"
+        try:
+            counts.append(int(read_json(record)["samples"]))
+        except FileNotFoundError:
+            counts.append(0)
     return counts
 
 

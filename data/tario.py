@@ -5,17 +5,23 @@ header; shards are plain ustar archives of regular files, so the header fields n
 (name, size, type) are read directly. No benchmark row times this reader on its own (the
 end-to-end rate is bench/data.py's "Streaming: shards vs ImageFolder" row). PAX and GNU
 long-name records are understood; anything malformed or cut short raises ``tarfile.ReadError``
-with the shard named, for the pipeline's handler.
+with the shard named, for the pipeline's handler. A member's size is checked against the bytes
+left in the shard before it is read (the file's size, or the length a server announced), and a
+stream of unknown length is read in bounded pieces: a header claiming 64 GB is a ``ReadError``
+naming the shard, never a 64 GB allocation.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import stat
 import tarfile
 from collections.abc import Container, Iterator
 from typing import NamedTuple
 
 BLOCK = 512
+PIECE = 1 << 24  # largest single read when the stream's length is unknown
 
 
 class Span(NamedTuple):
@@ -39,13 +45,43 @@ def _pax_path(data: bytes) -> str | None:
     return None
 
 
+def stream_length(stream) -> int | None:
+    """Bytes left in ``stream`` from where it is: a regular file's size, or the ``size`` a remote
+    reader got from the server; ``None`` for pipes and other streams of unknown length."""
+    size = getattr(stream, "size", None)
+    if isinstance(size, int):
+        return size - (stream.tell() if hasattr(stream, "tell") else 0)
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return None
+    return st.st_size - stream.tell() if stat.S_ISREG(st.st_mode) else None
+
+
+def _read(stream, size: int) -> bytes:
+    """``size`` bytes (fewer at the end of the stream), read in pieces of at most ``PIECE``."""
+    if size <= PIECE:
+        return stream.read(size)
+    parts = []
+    while size > 0:
+        part = stream.read(min(size, PIECE))
+        if not part:
+            break
+        parts.append(part)
+        size -= len(part)
+    return b"".join(parts)
+
+
 def _records(stream, url: str, lazy: Container[str]) -> Iterator[tuple[str, bytes | Span]]:
     """(name, payload) of every regular file; members whose extension is in ``lazy`` are
     skipped over (the stream must be seekable) and given as their ``Span`` in the file."""
     long_name: str | None = None
+    left = stream_length(stream)  # bytes not yet consumed; None: unknown
     end = os.fstat(stream.fileno()).st_size if lazy else None
     while True:
         header = stream.read(BLOCK)
+        if left is not None:
+            left -= len(header)
         if len(header) < BLOCK:
             if header.strip(b"\0"):
                 raise tarfile.ReadError(f"{url}: truncated tar header")
@@ -58,6 +94,12 @@ def _records(stream, url: str, lazy: Container[str]) -> Iterator[tuple[str, byte
             raise tarfile.ReadError(f"{url}: corrupt tar header") from e
         kind = header[156:157]
         padding = -size % BLOCK
+        if left is not None and size > left:
+            raise tarfile.ReadError(
+                f"{url}: a member claims {size} bytes but only {left} are left in the shard"
+            )
+        if left is not None:
+            left -= size + padding
         name = None
         if kind in (b"0", b"\0", b"7"):
             name = long_name or header[:100].rstrip(b"\0").decode("utf-8", "replace")
@@ -71,7 +113,7 @@ def _records(stream, url: str, lazy: Container[str]) -> Iterator[tuple[str, byte
             long_name = None
             yield name, Span(offset, size)
             continue
-        payload = stream.read(size)
+        payload = _read(stream, size)
         if len(payload) < size:
             raise tarfile.ReadError(f"{url}: truncated member ({len(payload)} of {size} bytes)")
         if len(stream.read(padding)) < padding:  # cut in the padding: the member may be whole,

@@ -12,7 +12,6 @@ the CPU). A pixel set is checked the same way on its stored JPEGs (``--teacher``
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -21,10 +20,11 @@ import torch
 from tqdm import tqdm
 
 from common.images import decode_jpeg
+from data import remote, urls
 from data.labels import decode_soft_label
 from data.recipes import BadRecipe, Replayer, group_size, random_views, version_drift, view_digest
 from data.shards import ManifestError, read_manifest
-from data.stream import shard_samples
+from data.stream import record_counts, shard_samples
 
 
 class VerifyError(ValueError):
@@ -57,11 +57,8 @@ def _teacher(m, override: str | None, device: str):
 
 
 def _picked(m, n: int, seed: int) -> dict[str, list[tuple[int, float, float]]]:
-    counts = {}
-    for url in m.urls():
-        record = Path(url).with_suffix(".json")
-        counts[url] = int(json.loads(record.read_text())["samples"]) if record.is_file() else 0
-    return random_views(counts, n, seed)
+    shards = m.urls()
+    return random_views(dict(zip(shards, record_counts(shards), strict=True)), n, seed)
 
 
 def rendered_views(m, n: int, seed: int, progress: bool = True):
@@ -69,7 +66,8 @@ def rendered_views(m, n: int, seed: int, progress: bool = True):
     recipe = m.data.get("recipe")
     replay = Replayer(recipe, m.num_classes, check_digest=False) if recipe else None
     views, labels, exact, failed = [], [], [], []
-    bar = tqdm(total=n, desc=f"{m.set_dir.name}: re-rendering", unit="view", disable=not progress)
+    desc = f"{urls.name(m.set_dir)}: re-rendering"
+    bar = tqdm(total=n, desc=desc, unit="view", disable=not progress)
     for url, picks in sorted(_picked(m, n, seed).items()):
         wanted: dict[int, list[tuple[float, float]]] = {}
         for pos, u_img, u_rep in picks:
@@ -139,7 +137,7 @@ def verify(
     """Re-render ``samples`` random views of a set and compare with the stored labels."""
     try:
         m = read_manifest(set_dir)
-    except ManifestError as e:
+    except (ManifestError, remote.RemoteError, urls.UrlError) as e:
         raise VerifyError(str(e)) from e
     if not m.data.get("labels"):
         raise VerifyError(f"{m.set_dir} has no teacher labels to verify")
@@ -186,7 +184,10 @@ def report(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m data.verify", description=__doc__.split("\n")[0])
-    ap.add_argument("set_dir", help="a built set, e.g. cache/shards/digits/randaug")
+    ap.add_argument(
+        "set_dir",
+        help="a built set, e.g. cache/shards/digits/randaug or s3://bucket/sets/digits/randaug",
+    )
     ap.add_argument("--samples", type=int, default=256, help="random views to re-render")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--teacher", default=None, help="checkpoint or spec (default: the manifest's)")

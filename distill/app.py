@@ -22,10 +22,13 @@ from omegaconf import DictConfig, OmegaConf
 
 import students
 from common.files import wait_for_files
+from data import remote, urls
 from data.build import BuildConfigError
+from data.remote import RemoteError
 from data.sources import SourceError
 from data.stream import NoUsableSample
 from data.teacher_setup import MissingTeacherError
+from data.urls import UrlError
 from distill.checkpoints import resolve_resume
 from distill.config import check_schema
 from distill.preemption import install_sigterm_escape
@@ -209,44 +212,47 @@ def ensure_data(c: dict) -> None:
     from data.build import build_from_config
     from data.builder import summary
 
-    root = Path(c["data"]["root"])
+    root = urls.check(c["data"]["root"])
     wanted = {n for n, w in c["data"]["train_sets"].items() if w > 0} | {c["data"]["val_set"]}
     if c["mode"] == "online":
         wanted = {c["data"]["online"]["set"], c["data"]["val_set"]}
     if c.get("baseline", {}).get("enabled"):
         wanted |= {n for n, w in c["baseline"]["train_sets"].items() if w > 0}
-    missing = sorted(n for n in wanted if not (root / n / "manifest.json").is_file())
+    remote.check_reachable(root)
+    missing = sorted(n for n in wanted if not remote.exists(urls.join(root, n, "manifest.json")))
     _check_storage(c, root, sorted(wanted - set(missing)))
     if not missing:
         return
     if not c["data"].get("build_if_missing", True):
         raise FileNotFoundError(
-            f"shard sets {missing} not found under {root}; build them with python -m data.build "
+            f"shard sets {missing} not found under {urls.redact(root)}; build them with python -m data.build "
             "or set data.build_if_missing=true"
         )
     if not _is_launcher_rank_zero():
-        manifests = [root / n / "manifest.json" for n in missing]
-        wait_for_files(manifests, 24 * 3600, f"waited a day for rank 0 to build {missing}", 5)
+        manifests = [urls.join(root, n, "manifest.json") for n in missing]
+        wait_for_files(
+            manifests, 24 * 3600, f"waited a day for rank 0 to build {missing}", 5, remote.exists
+        )
         return
     log.info("building shard sets %s under %s", missing, root)
     reports = build_from_config(c, missing, out_dir=root)
     print(summary(reports, root))
 
 
-def _check_storage(c: dict, root: Path, built: list[str]) -> None:
+def _check_storage(c: dict, root: str, built: list[str]) -> None:
     """Built sets must be stored the way ``build.store`` says (a changed default must not leave
     a run silently training on the old pixel views)."""
     wrong = []
     for name in built:
         variant = (c.get("variants") or {}).get(name) or {}
         want = "pixels" if variant.get("kind", "plain") == "plain" else c["build"]["store"]
-        manifest = json.loads((root / name / "manifest.json").read_text())
+        manifest = remote.read_json(urls.join(root, name, "manifest.json"))
         have = (manifest.get("storage") or {}).get("mode", "pixels")
         if have != want:
             wrong.append(f"{name} ({have})")
     if wrong:
         raise UsageError(
-            f"shard sets {', '.join(wrong)} under {root} are not stored as build.store="
+            f"shard sets {', '.join(wrong)} under {urls.redact(root)} are not stored as build.store="
             f"{c['build']['store']}: rebuild them (python -m data.build build.store="
             f"{c['build']['store']} overwrite=true only=[{','.join(w.split()[0] for w in wrong)}] "
             "with this run's dataset options) or pass build.store to match them"
@@ -463,10 +469,11 @@ def start_run(cfg: DictConfig) -> dict:
 
 
 def prepare_data(c: dict) -> None:
-    """``ensure_data``, with config mistakes as one-line usage errors."""
+    """``ensure_data``, with config mistakes and unreachable or refused sets as one-line errors."""
+    remote.configure(remote.transport_from_config(c))
     try:
         ensure_data(c)
-    except (BuildConfigError, SourceError, MissingTeacherError) as e:
+    except (BuildConfigError, SourceError, MissingTeacherError, UrlError, RemoteError) as e:
         raise UsageError(str(e)) from None
 
 
@@ -530,7 +537,7 @@ def finish_run(c: dict, summary: dict, result: dict, dm, out: Path, wall_start: 
 
 def run_summary(c: dict, dm, result: dict, out: Path) -> dict:
     """The results of the distillation run as ``results.json`` records them."""
-    d, root = c["data"], Path(c["data"]["root"])
+    d, root = c["data"], urls.check(c["data"]["root"])
     sets = [*dm.train_sets, d["val_set"]]
     labelled_by = data_teachers(root, sets)
     top1 = {"top1": None, "samples": 0, "skipped": []}
@@ -547,7 +554,7 @@ def run_summary(c: dict, dm, result: dict, out: Path) -> dict:
         "teacher": teacher_label(c["mode"], c["teacher"]["spec"], labelled_by),
         "data_teachers": labelled_by,
         "teacher_top1": top1["top1"],
-        "val_set_dir": str((root / d["val_set"]).resolve()),  # where the report reads it
+        "val_set_dir": val_location(root, d["val_set"]),  # where the report reads it
         "skipped": {
             "training": result["module"].skipped_summary(),
             "build": build_skips(root, sets),
@@ -557,6 +564,12 @@ def run_summary(c: dict, dm, result: dict, out: Path) -> dict:
         "last_checkpoint": result["last_checkpoint"],
         "output_dir": str(out),
     }
+
+
+def val_location(root: str, val_set: str) -> str:
+    """The validation set's absolute location (a URL as it is)."""
+    where = urls.join(root, val_set)
+    return where if urls.is_remote(where) else str(Path(where).resolve())
 
 
 def export_run(c: dict, result: dict, dm, out: Path) -> dict:

@@ -20,7 +20,13 @@ from typing import Any, TypeVar
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
-from data.config import BuildConfig, DatasetKeys, PathsConfig, register_build_configs
+from data.config import (
+    BuildConfig,
+    DatasetKeys,
+    PathsConfig,
+    RemoteConfig,
+    register_build_configs,
+)
 
 
 @dataclass
@@ -102,6 +108,8 @@ class DataConfig:
     val_batch_size: int | None = MISSING
     recipe_check: bool = MISSING
     decode: str = MISSING  # auto | cpu | gpu (data/batch_decode.py)
+    cache_dir: str | None = MISSING  # node-local copies of remote shards (data/shard_cache.py)
+    cache_bytes: int = MISSING  # the cache's limit; least recently used shards are evicted
     online: OnlineConfig = field(default_factory=OnlineConfig)
 
 
@@ -153,6 +161,7 @@ class TrainConfig(DatasetKeys):
     export: ExportConfig = field(default_factory=ExportConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     build: BuildConfig = field(default_factory=BuildConfig)
+    remote: RemoteConfig = field(default_factory=RemoteConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)

@@ -97,7 +97,7 @@ def write_report(
     start = time.perf_counter()
     # results.json names the resolved set; the saved config may depend on the environment
     # (paths.cache from DISTILL_CACHE) the run had, not the one the report is rendered in
-    val_dir = Path(results["val_set_dir"]) if results.get("val_set_dir") else val_set_dir(c)
+    val_dir = results.get("val_set_dir") or val_set_dir(c)
     p = predict(results, val_dir, max_samples=max_samples)
     stats = per_class(p)
     cal_s = calibration(p.student, p.labels)

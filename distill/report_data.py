@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from data import urls
+
 
 class NotARunError(ValueError):
     """A directory the report cannot be made from; the message says what is missing."""
@@ -51,11 +53,11 @@ def run_config(run_dir: Path) -> dict:
             "(runs started with python -m distill write it)"
         )
     cfg = OmegaConf.load(path)
-    root = Path(str(OmegaConf.select(cfg, "data.root")))
+    root = str(OmegaConf.select(cfg, "data.root"))
     hydra_file = run_dir / ".hydra" / "hydra.yaml"
-    if not root.is_absolute() and hydra_file.is_file():
+    if not urls.is_remote(root) and not Path(root).is_absolute() and hydra_file.is_file():
         cwd = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.cwd")
-        root = Path(str(cwd)) / root if cwd else root
+        root = str(Path(str(cwd)) / root) if cwd else root
     logger = OmegaConf.select(cfg, "logger")
     return {
         "data": {"root": str(root), "val_set": str(OmegaConf.select(cfg, "data.val_set"))},
@@ -64,8 +66,8 @@ def run_config(run_dir: Path) -> dict:
     }
 
 
-def val_set_dir(c: dict) -> Path:
-    return Path(c["data"]["root"]) / c["data"]["val_set"]
+def val_set_dir(c: dict) -> str:
+    return urls.join(c["data"]["root"], c["data"]["val_set"])
 
 
 def read_curves(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -134,7 +136,7 @@ def load_student(results: dict, num_classes: int) -> tuple[torch.nn.Module, dict
 @torch.no_grad()
 def predict(
     results: dict,
-    val_dir: Path,
+    val_dir: str | Path,
     batch_size: int = 64,
     max_samples: int | None = None,
     keep_worst: int = 16,

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from data import urls
 from students.weights import ExportMeta, mean_std_tuple
 
 
@@ -28,9 +29,10 @@ class ExportUsageError(ValueError):
 
 @dataclass(frozen=True)
 class RunData:
-    """Where a run's shards are: ``root``/``val_set`` and ``root``/each of ``train_sets``."""
+    """Where a run's shards are: ``root``/``val_set`` and ``root``/each of ``train_sets``
+    (``root`` a path or URL: data/urls.py)."""
 
-    root: Path
+    root: str
     val_set: str
     train_sets: tuple[str, ...]
     student: str | None = None
@@ -42,7 +44,7 @@ class RunData:
         d = c["data"]
         sets = tuple(k for k, w in (d.get("train_sets") or {}).items() if w)
         student = (c.get("student") or {}).get("name")
-        return cls(Path(d["root"]), d["val_set"], sets, student, c.get("image_size"))
+        return cls(urls.check(d["root"]), d["val_set"], sets, student, c.get("image_size"))
 
     @classmethod
     def from_run_dir(cls, run_dir: Path) -> RunData:
@@ -60,7 +62,7 @@ class RunData:
         sets = tuple(k for k, w in OmegaConf.to_container(weights).items() if w)
         size = OmegaConf.select(cfg, "image_size", default=None)
         return cls(
-            Path(c["data"]["root"]),
+            urls.check(c["data"]["root"]),
             c["data"]["val_set"],
             sets,
             OmegaConf.select(cfg, "student.name", default=None),
@@ -68,8 +70,8 @@ class RunData:
         )
 
     @property
-    def val_dir(self) -> Path:
-        return self.root / self.val_set
+    def val_dir(self) -> str:
+        return urls.join(self.root, self.val_set)
 
 
 @dataclass
@@ -211,10 +213,10 @@ def val_views(
     from data.stream import val_pipeline
 
     m = read_manifest(data.val_dir)
-    urls = m.urls()
-    counts = [m.shard_counts[Path(u).name] for u in urls]
+    shards = m.urls()
+    counts = [m.shard_counts[urls.name(u)] for u in shards]
     xs, labels = [], []
-    for batch in val_pipeline(urls, 0, 1, 64, m.num_classes, False, counts):
+    for batch in val_pipeline(shards, 0, 1, 64, m.num_classes, False, counts):
         xs.append(_normalise(batch["image"], meta))
         labels.extend(batch["label"].tolist())
         if max_samples is not None and len(labels) >= max_samples:
@@ -225,7 +227,7 @@ def val_views(
     return torch.cat(xs)[:n], np.asarray(labels[:n])
 
 
-def _set_views(set_dir: Path) -> Iterator[np.ndarray]:
+def _set_views(set_dir: str) -> Iterator[np.ndarray]:
     from data.preview import stored_views  # recipe sets rendered; (uint8 HWC, label, class)
     from data.shards import read_manifest
 
@@ -235,10 +237,16 @@ def _set_views(set_dir: Path) -> Iterator[np.ndarray]:
 
 def calibration_views(data: RunData, meta: ExportMeta, n: int) -> torch.Tensor:
     """``n`` views from the run's training sets (an equal share of each built set), normalised."""
-    sets = [data.root / s for s in data.train_sets if (data.root / s / "manifest.json").is_file()]
+    from data import remote
+
+    sets = [
+        urls.join(data.root, s)
+        for s in data.train_sets
+        if remote.exists(urls.join(data.root, s, "manifest.json"))
+    ]
     if not sets:
         raise ExportUsageError(
-            f"no built training set under {data.root} ({', '.join(data.train_sets)}) to "
+            f"no built training set under {urls.redact(data.root)} ({', '.join(data.train_sets)}) to "
             "calibrate int8 with: build the run's shards again (python -m data.build) or drop --int8"
         )
     share = -(-n // len(sets))

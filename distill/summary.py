@@ -14,24 +14,26 @@ log = logging.getLogger("distill")
 MAX_REASONS = 20
 
 
-def teacher_top1(root: Path, val_set: str) -> dict:
+def teacher_top1(root: str | Path, val_set: str) -> dict:
     """Teacher top-1 on the validation set from its stored labels (no extra teacher pass).
 
     Returns ``top1`` (None when the set has no labels or no readable sample), ``samples`` and
     ``skipped`` (shard, reason) for shards that could not be read to the end.
     """
+    from data import urls
     from data.labels import decode_soft_label
+    from data.remote import open_read
     from data.shards import read_manifest
     from data.tario import samples
 
-    m = read_manifest(root / val_set)
+    m = read_manifest(urls.join(root, val_set))
     result: dict = {"top1": None, "samples": 0, "skipped": []}
     if not m.data.get("labels"):
         return result
     right = total = 0
     for url in m.urls():
         try:
-            with open(url, "rb") as stream:
+            with open_read(url) as stream:
                 for p in samples(stream, url):
                     if "cls" in p and "soft.npy" in p:
                         pred = int(decode_soft_label(p["soft.npy"], m.num_classes).argmax())
@@ -45,14 +47,15 @@ def teacher_top1(root: Path, val_set: str) -> dict:
     return result
 
 
-def data_teachers(root: Path, sets: list[str]) -> dict[str, str | None]:
+def data_teachers(root: str | Path, sets: list[str]) -> dict[str, str | None]:
     """Which teacher labelled each shard set, as its manifest records it."""
+    from data import urls
     from data.shards import read_manifest
 
     out = {}
     for name in sets:
         try:
-            out[name] = read_manifest(root / name).data.get("teacher")
+            out[name] = read_manifest(urls.join(root, name)).data.get("teacher")
         except Exception as e:
             log.warning("cannot read the manifest of %s: %s", name, e)
             out[name] = None
@@ -76,14 +79,15 @@ def teacher_label(mode: str, config_spec: str, labelled_by: dict[str, str | None
     return ", ".join(specs)
 
 
-def build_skips(root: Path, sets: list[str]) -> dict:
+def build_skips(root: str | Path, sets: list[str]) -> dict:
     """Inputs skipped while building each set (count and first reasons), from the manifests."""
+    from data import urls
     from data.shards import read_manifest
 
     out = {}
     for name in sets:
         try:
-            data = read_manifest(root / name).data
+            data = read_manifest(urls.join(root, name)).data
         except Exception:
             continue
         count = int(data.get("skipped", 0) or 0)
