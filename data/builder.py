@@ -142,8 +142,8 @@ class SetBuilder:
         self.teacher_cfg = teacher_cfg
         self.cfg, self.rank, self.world = cfg, rank, world
         # local sets are written in place; remote ones staged in self.set_dir, then uploaded
-        self.store = SetStore(out_dir, variant.name)
-        self.set_dir = self.store.dir
+        self.place = SetStore(out_dir, variant.name)
+        self.set_dir = self.place.dir
         self.shard_size = int(cfg.get("shard_size", 500))  # conf/train.yaml, conf/build.yaml
         self.top_k = cfg.get("top_k")
         self.temperature = float(cfg.get("temperature", 1.0))
@@ -179,18 +179,18 @@ class SetBuilder:
     def _check_identity(self, overwrite: bool) -> str:
         ident = self.identity()
         h = config_hash(ident)
-        old = self.store.read_json("build.json")
+        old = self.place.read_json("build.json")
         if old is not None and old.get("config_hash") != h:
             if not overwrite:
                 raise ValueError(
-                    f"{urls.redact(self.store.url)} holds shards built from a different config "
+                    f"{urls.redact(self.place.url)} holds shards built from a different config "
                     f"({old.get('config_hash')} vs {h}); pass overwrite=true to rebuild it or "
                     "choose another out_dir"
                 )
-            self.store.clear()
+            self.place.clear()
         self.set_dir.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
-            self.store.write_json("build.json", {"config_hash": h, "config": ident})
+            self.place.write_json("build.json", {"config_hash": h, "config": ident})
         return h
 
     # -- the extra set's selection ------------------------------------------------------------
@@ -235,7 +235,7 @@ class SetBuilder:
         return probs_top, cls_top
 
     def _selection(self) -> Selection:
-        data = self.store.read_json("selection.json")
+        data = self.place.read_json("selection.json")
         if data is not None:
             entries = [tuple(e) for e in data["entries"]]
             return Selection(
@@ -246,8 +246,8 @@ class SetBuilder:
             )
         if self.rank != 0:  # rank 0 scores the pool once; the others wait for its selection
             timeout_s = float(self.cfg.get("wait_s", 24 * 3600))
-            where = self.store.file("selection.json")
-            self.store.wait_for(
+            where = self.place.file("selection.json")
+            self.place.wait_for(
                 "selection.json", timeout_s, f"waited too long for {where} from rank 0"
             )
             return self._selection()
@@ -263,7 +263,7 @@ class SetBuilder:
             float(self.variant.cfg.get("threshold", 0.3)),
             self.variant.cfg.get("per_class"),
         )
-        self.store.write_json(
+        self.place.write_json(
             "selection.json",
             {
                 "entries": sel.entries,
@@ -314,7 +314,7 @@ class SetBuilder:
             bar.update(len(made))
         record = {"shard": shard_name(self.variant.name, index), "skipped": skipped}
         write_shard(self.set_dir, self.variant.name, index, samples, record)
-        self.store.publish(shard_name(self.variant.name, index))
+        self.place.publish(shard_name(self.variant.name, index))
         self.report.skipped.extend(skipped)
         self.report.written += len(samples)
         self.report.views += len(samples)
@@ -396,7 +396,7 @@ class SetBuilder:
             "pixel_view_bytes": [sum(pixel_bytes), len(pixel_bytes)],
         }
         write_shard(self.set_dir, self.variant.name, index, samples, record)
-        self.store.publish(shard_name(self.variant.name, index))
+        self.place.publish(shard_name(self.variant.name, index))
         self.report.skipped.extend(skipped)
         self.report.written += sizes["images"]
         self.report.views += sizes["views"]
@@ -405,7 +405,7 @@ class SetBuilder:
     def run(self, overwrite: bool = False) -> SetReport:
         """Build this process's shards of the set under its build lock (data/set_store.py)."""
         wait_s = float(self.cfg.get("wait_s", 24 * 3600))
-        with self.store.lock(self.rank, self.world, wait_s):
+        with self.place.lock(self.rank, self.world, wait_s):
             return self._run(overwrite)
 
     def _complete(self, names: set[str], index: int) -> bool:
@@ -430,7 +430,7 @@ class SetBuilder:
         per_shard = self._per_shard()
         n_shards = -(-len(plan) // per_shard)
         mine = [i for i in range(n_shards) if i % self.world == self.rank]
-        present = self.store.names()
+        present = self.place.names()
         todo = [i for i in mine if not self._complete(present, i)]
         self.report.reused_shards = len(mine) - len(todo)
         todo_views = sum(self._views(plan[i * per_shard : (i + 1) * per_shard]) for i in todo)
@@ -517,7 +517,7 @@ class SetBuilder:
         set and however many runs built its shards.
         """
         entries = list(self.source.skipped.entries)
-        selection = self.store.read_json("selection.json")
+        selection = self.place.read_json("selection.json")
         if isinstance(self.variant, ExtraVariant) and selection is not None:
             entries += selection.get("skipped", [])
         for r in records:
@@ -527,10 +527,10 @@ class SetBuilder:
     def _seal(self, n_shards: int, h: str) -> bool:
         """Write the manifest once every shard of the set exists (any rank may be last)."""
         names = [shard_name(self.variant.name, i) for i in range(n_shards)]
-        present = self.store.names()
+        present = self.place.names()
         if not all(self._complete(present, i) for i in range(n_shards)):
             return False
-        records = [self.store.read_json(n.removesuffix(".tar") + ".json") for n in names]
+        records = [self.place.read_json(n.removesuffix(".tar") + ".json") for n in names]
         count = "images" if self.recipe else "samples"  # recipe sets: one view per image visit
         teacher = self.teacher
         manifest = {
@@ -562,7 +562,7 @@ class SetBuilder:
                 f"teacher {teacher.info.spec} has {teacher.num_classes} classes, source "
                 f"{self.source.describe()} has {len(self.source.classes)}"
             )
-        self.store.write_json("manifest.json", manifest)  # last: the set is complete
+        self.place.write_json("manifest.json", manifest)  # last: the set is complete
         self.report.storage = manifest["storage"]
         return True
 

@@ -46,6 +46,7 @@ class RemoteConfig:
     retries: int = MISSING  # attempts per request and resumes per stream
     connect_timeout_s: float = MISSING
     read_timeout_s: float = MISSING  # a connection silent this long is stalled
+    give_up_s: float = MISSING  # a server unreachable this long stops the run
 
 
 @dataclass

@@ -51,6 +51,7 @@ class Transport:
     retries: int = 8  # attempts per request (obstore), and resumes per stream
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 30.0  # a connection that sends nothing for this long is stalled
+    give_up_s: float = 600.0  # a server unreachable this long stops the run (ServerGone)
     cache_dir: str | None = None  # node-local copies of remote shards (data/shard_cache.py)
     cache_bytes: int = 0  # the cache's size limit; least recently used shards go first
 
@@ -75,15 +76,25 @@ class AlreadyExists(RemoteError, FileExistsError):
     pass
 
 
+class ServerGone(Unreachable):
+    """A server that failed every request for ``give_up_s``: the run stops instead of skipping
+    shard after shard (the readers re-raise it rather than count a skip)."""
+
+
 _settings: Transport | None = None
 _stores: dict[tuple, object] = {}
+_down_since: dict[str, float] = {}  # server -> first failure of the current outage
 
 
-def configure(transport: Transport) -> None:
-    """Use ``transport`` in this process and in every process it starts from now on."""
+def configure(transport: Transport | None) -> None:
+    """Use ``transport`` in this process and in every process it starts from now on
+    (``None``: back to the defaults)."""
     global _settings
     _settings = transport
-    os.environ[ENV] = json.dumps(asdict(transport))
+    if transport is None:
+        os.environ.pop(ENV, None)
+    else:
+        os.environ[ENV] = json.dumps(asdict(transport))
     _stores.clear()
 
 
@@ -115,6 +126,7 @@ def _reason(e: BaseException) -> str:
     """The first line of a library error, without its request dump (kept short for logs)."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     text = text.split("<?xml")[0].rstrip(": ")
+    text = text.rsplit("  - ", 1)[-1]  # drop "Error performing GET <url> in N ms, after ..."
     for prefix in _PREFIXES:
         text = text.replace(prefix, "")
     return text[:200]
@@ -224,6 +236,7 @@ class RemoteReader(io.RawIOBase):
     def _next(self) -> bool:
         if self._chunks is None:
             self._open()
+            self._mark_up()
         chunk = next(self._chunks, None)
         if chunk is None:
             if self.size is not None and self.pos < self.size:
@@ -246,15 +259,16 @@ class RemoteReader(io.RawIOBase):
                 first = now if first is None else first
                 attempt += 1
                 if attempt > t.retries or now - first > t.retry_s:
-                    raise type(error)(
-                        f"{error} (gave up after {attempt} attempts in {now - first:.1f} s)"
-                    ) from e
+                    raise _give_up(error, self.url, attempt, now - first) from e
                 log.info("%s: %s; resuming at byte %d", urls.redact(self.url), error, self.pos)
                 time.sleep(min(5.0, 0.1 * 2**attempt) * (0.5 + random.random() / 2))
                 self._chunks = None
 
     def readable(self) -> bool:
         return True
+
+    def _mark_up(self) -> None:
+        _down_since.pop(_server(self.url), None)
 
     def tell(self) -> int:
         return self.pos
@@ -286,6 +300,27 @@ class RemoteReader(io.RawIOBase):
     def close(self) -> None:
         self._chunks, self._buf = None, memoryview(b"")
         super().close()
+
+
+def _server(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _give_up(error: RemoteError, url: str, attempts: int, spent: float) -> RemoteError:
+    """The error to raise after the retries: ``ServerGone`` once the server has been
+    unreachable for ``give_up_s`` (counting from the first failure of this outage)."""
+    text = f"{error} (gave up after {attempts} attempts in {spent:.1f} s)"
+    if not isinstance(error, Unreachable):
+        return type(error)(text)
+    now = time.monotonic()
+    since = _down_since.setdefault(_server(url), now - spent)
+    if now - since > settings().give_up_s:
+        return ServerGone(
+            f"{urls.redact(_server(url))} has not answered for {now - since:.0f} s "
+            f"(remote.give_up_s={settings().give_up_s:g}); last: {text}"
+        )
+    return type(error)(text)
 
 
 def open_read(url: str | Path):

@@ -14,6 +14,7 @@ file stays readable).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -23,6 +24,8 @@ from pathlib import Path
 from data import remote, urls
 
 log = logging.getLogger(__name__)
+
+DRAIN = 64 * 1024  # a reader that stops this close to the end (tar padding) still fills the cache
 
 
 def _url_key(url: str) -> str:
@@ -117,6 +120,10 @@ class _Tee:
         self.cache.evict(keep=self.final)
 
     def close(self) -> None:
+        left = (self.size or 0) - self.reader.pos
+        if self.out is not None and 0 < left <= DRAIN:  # a tar's end padding: read and keep it
+            with contextlib.suppress(OSError):
+                self.read(left)
         if self.out is not None:  # not read to the end: nothing is cached
             self.out.close()
             self.out = None

@@ -47,7 +47,7 @@ from data.augment import random_resized_crop
 from data.batch_decode import jpeg_problem, pack_jpegs
 from data.labels import decode_soft_label, load_npy
 from data.recipes import CLASSES, BadRecipe, Replayer, ReplicaPicker, group_size
-from data.remote import open_read, read_json
+from data.remote import ServerGone, open_read, read_json
 from data.tario import samples as tar_members_by_key
 
 log = logging.getLogger("data")
@@ -101,6 +101,8 @@ def shard_samples(url: str) -> Iterator[dict]:
     try:
         with open_read(url) as stream:
             yield from tar_members_by_key(stream, url)
+    except ServerGone:  # not one bad shard: the run cannot go on without its server
+        raise
     except Exception as e:  # truncated, corrupt or missing: keep the samples read so far
         yield {"__bad__": ("shard", _error_text(e, url))}
 

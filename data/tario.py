@@ -32,6 +32,8 @@ class Span(NamedTuple):
 
 
 def _octal(field: bytes) -> int:
+    if field[:1] and field[0] & 0x80:  # GNU base-256, for sizes of 8 GB and more
+        return int.from_bytes(field[1:], "big")
     field = field.rstrip(b"\0 ").lstrip(b" ")
     return int(field, 8) if field else 0
 

@@ -4,8 +4,57 @@ The apps register them when they import their config modules; a test that compos
 directly must not depend on another test having imported them first.
 """
 
+import pytest
+
 import data.config
 import distill.config
 
 data.config.register_build_configs()
 distill.config.register_configs()
+
+
+@pytest.fixture
+def fast_transport():
+    """Remote reads that give up within about a second (the fault tests), reset afterwards."""
+    from data import remote
+
+    t = remote.Transport(
+        retry_s=1.0, retries=3, connect_timeout_s=0.5, read_timeout_s=0.5, give_up_s=2.5
+    )
+    remote.configure(t)
+    yield t
+    remote.configure(None)
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """A range-capable HTTP server over ``tmp_path / "www"`` (tests/servers.py)."""
+    from tests.servers import RangeServer
+
+    (tmp_path / "www").mkdir()
+    server = RangeServer(tmp_path / "www")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory):
+    from tests.servers import MotoServer
+
+    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(moto_server, monkeypatch, request) -> str:
+    """A fresh bucket on the moto server, its credentials in this process's environment;
+    returns ``s3://<bucket>``."""
+    from data import remote
+
+    for key, value in moto_server.env.items():
+        monkeypatch.setenv(key, value)
+    name = "t-" + "".join(c for c in request.node.name.lower() if c.isalnum())[-50:]
+    moto_server.make_bucket(name)
+    remote.configure(remote.settings())  # stores made before these variables are dropped
+    return f"s3://{name}"

@@ -167,8 +167,14 @@ class RangeServer:
         self.thread = threading.Thread(target=h.serve_forever, daemon=True)
         self.thread.start()
 
-    def __getattr__(self, name):
+    def __getattr__(self, name):  # the fault switches live on the server the handlers see
         return getattr(self.httpd, name)
+
+    def __setattr__(self, name, value) -> None:
+        if name in ("httpd", "port", "url", "thread"):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self.httpd, name, value)
 
     def stop(self) -> None:
         """Stop as a killed server would: the port closes and open connections drop."""
@@ -202,7 +208,10 @@ def moto_server_command() -> list[str]:
 class MotoServer:
     """moto's standalone S3 server on 127.0.0.1; ``env`` points a client at it."""
 
-    def __init__(self, log_path: Path, port: int | None = None) -> None:
+    def __init__(self, log_path: Path, port: int | None = None, auth: bool = False) -> None:
+        """``auth``: check signatures (moto's ``INITIAL_NO_AUTH_ACTION_COUNT=0``), so unknown
+        credentials get HTTP 403."""
+        self.auth = auth
         self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -210,11 +219,15 @@ class MotoServer:
 
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+            if self.auth:
+                env["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"
             self.proc = subprocess.Popen(
                 [*moto_server_command(), "-H", "127.0.0.1", "-p", str(self.port)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env=env,
             )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
