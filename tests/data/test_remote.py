@@ -240,7 +240,9 @@ def test_a_server_gone_for_longer_than_give_up_s_stops_the_reader(
             skips += _bad(list(shard_samples(shards[i % 2])))
         return skips
 
-    with pytest.raises(remote.ServerGone, match=r"has not answered for \d+ s \(remote.give_up_s=2.5\)"):
+    with pytest.raises(
+        remote.ServerGone, match=r"has not answered for \d+ s \(remote.give_up_s=2.5\)"
+    ):
         _finishes(read_until_stopped)
 
 
