@@ -227,6 +227,7 @@ def test_a_server_gone_is_unreachable_within_the_retry_budget(
     assert bad[0] == "shard" and "Unreachable" in bad[1] and url in bad[1]
 
 
+@pytest.mark.slow  # waits out remote.give_up_s
 def test_a_server_gone_for_longer_than_give_up_s_stops_the_reader(
     http_server, fast_transport, tmp_path
 ):
