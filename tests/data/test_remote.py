@@ -14,7 +14,7 @@ import pytest
 from data import remote, urls
 from data.shard_cache import ShardCache
 from data.shards import ManifestError, read_manifest
-from data.stream import record_counts, shard_samples, val_pipeline
+from data.stream import record_counts, shard_samples, train_pipeline, val_pipeline
 from data.tario import samples
 from tests.helpers import read_samples, write_set
 
@@ -288,3 +288,44 @@ def test_a_shard_not_read_to_its_end_is_not_cached(http_server, tmp_path):
     with cache.open(f"{http_server.url}/val/val-000000.tar") as stream:
         stream.read(1000)
     assert not list((tmp_path / "cache").iterdir())
+
+
+@pytest.mark.slow  # about 20 s: retries against the dead server
+def test_server_killed_mid_epoch_cached_shards_carry_the_epoch_and_the_rest_are_skips(
+    http_server, tmp_path
+):
+    """The node-local cache holds 5 of the 6 shards; the server dies mid-epoch: the training
+    stream keeps giving full batches from the cached shards, and each read of the missing one is
+    a counted skip naming its URL and the error, after bounded retries."""
+    write_set(tmp_path / "www" / "sets", "tr", [16] * 6, size=32)
+    sizes = sorted(p.stat().st_size for p in (tmp_path / "www" / "sets" / "tr").glob("*.tar"))
+    remote.configure(
+        remote.Transport(
+            retry_s=1.0,
+            retries=2,
+            connect_timeout_s=0.5,
+            read_timeout_s=0.5,
+            give_up_s=600,
+            cache_dir=str(tmp_path / "cache"),
+            cache_bytes=sum(sizes[:5]),  # room for five shards
+        )
+    )
+    try:
+        m = read_manifest(f"{http_server.url}/sets/tr")
+        it = iter(train_pipeline([m.urls()], [1.0], 0, 1, 8, 10, seed=0, shuffle=8))
+        before = [next(it) for _ in range(24)]
+        assert not [x for b in before for x in b["skipped"]]
+        assert len(list((tmp_path / "cache").glob("*.tar"))) == 5
+        http_server.stop()
+        after = _finishes(lambda: [next(it) for _ in range(48)], limit_s=300)
+    finally:
+        remote.configure(None)
+    assert all(len(b["label"]) == 8 for b in after)  # the epoch goes on, batches full
+    skips = [x for b in after for x in b["skipped"]]
+    assert skips and all(
+        where == "shard"
+        and why.startswith(("Unreachable: ", "RemoteError: "))
+        and f"{http_server.url}/sets/tr/tr-00000" in why
+        for where, why in skips
+    )
+    assert len({why.split(": ")[1] for _, why in skips}) == 1  # always the one uncached shard

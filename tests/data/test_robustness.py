@@ -196,3 +196,44 @@ def test_torchrun_builds_with_two_processes_each_writing_its_own_shards(tmp_path
     m = read_manifest(tmp_path / "out" / "randaug")
     assert m.num_samples == 4 * 30 and len(m.shard_counts) == 30
     assert out.stdout.count("15/0") == 2  # each rank built its own 15 of the 30 shards
+
+
+@pytest.mark.slow
+def test_two_builds_on_one_empty_cache_both_end_with_complete_sets(tmp_path, teacher_path):
+    """Two ``python -m data.build`` at once on one empty cache (the extra set's pool scoring
+    included): both exit 0 and the sets are exactly what one build makes."""
+    root = _image_folder(tmp_path, per_class=3)
+    for p in write_digit_folder(tmp_path / "pool", per_class=2, offset=20):
+        p.rename(root / "unlabelled" / f"{p.parent.name}_{p.name}")
+
+    def cmd(out: Path, run: str) -> list[str]:
+        args = _build_cmd(root, teacher_path, out, tmp_path / run)
+        return [a if a != "only=[randaug]" else "only=[randaug,extra]" for a in args] + [
+            "variants.extra.threshold=0.0",
+            "variants.extra.replicas=2",
+        ]
+
+    procs = [
+        subprocess.Popen(
+            cmd(tmp_path / "out", f"run{i}"),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    alone = subprocess.run(
+        cmd(tmp_path / "alone", "run2"), cwd=REPO, capture_output=True, text=True
+    )
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    for name in ("randaug", "extra"):
+        a, b = read_manifest(tmp_path / "out" / name), read_manifest(tmp_path / "alone" / name)
+        assert a.shard_counts == b.shard_counts and a.num_samples > 0
+        for shard in a.shard_counts:
+            got = (tmp_path / "out" / name / shard).read_bytes()
+            assert got == (tmp_path / "alone" / name / shard).read_bytes()
+        assert not list((tmp_path / "out" / name).glob("*.tmp"))
