@@ -17,6 +17,7 @@ ORDER = [
     "teachers",
     "data",
     "recipes",
+    "remote",
     "distill",
     "losses",
     "runtimes",

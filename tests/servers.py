@@ -268,3 +268,18 @@ def python_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env["PYTHON"] = sys.executable
     return {**env, **(extra or {})}
+
+
+def main(argv: list[str]) -> None:
+    """``python -m tests.servers http ROOT``: serve ROOT over HTTP (benchmarks run the server in
+    its own process); prints the base URL, then serves until killed."""
+    kind, root = argv
+    if kind != "http":
+        raise SystemExit("usage: python -m tests.servers http ROOT")
+    server = RangeServer(Path(root))
+    print(server.url, flush=True)
+    server.thread.join()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

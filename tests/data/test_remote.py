@@ -73,12 +73,12 @@ def _tar_claiming(path: Path, claim: int, base256: bool) -> None:
     data = bytearray(buf.getvalue())
     if base256:  # the GNU form tar uses for sizes past 8 GB
         data[124:136] = b"\x80" + claim.to_bytes(11, "big")
-    else:
-        data[124:136] = f"{claim:011o}".encode() + b"\0"
+    else:  # all 12 bytes octal digits, no terminator: up to 64 GB - 1
+        data[124:136] = f"{claim:012o}".encode()
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("claim,base256", [(64 << 30, True), ((8 << 30) - 1, False)])
+@pytest.mark.parametrize("claim,base256", [((64 << 30) - 1, False), (64 << 30, True)])
 def test_a_member_claiming_more_than_the_shard_holds_is_a_read_error_naming_it(
     tmp_path, claim, base256
 ):

@@ -117,7 +117,8 @@ def test_build_to_s3_killed_and_resumed_then_ddp_trains_resumes_and_survives_the
         "build.num_workers=0",
         "build.shard_size=8",
     ]
-    c = OmegaConf.to_container(compose_train(["+student=mnv4_conv_s", *common]), resolve=True)
+    cfg = compose_train(["+student=mnv4_conv_s", *common], tmp_path / "compose")
+    c = OmegaConf.to_container(cfg, resolve=True)
     save_random_teacher(Path(c["teacher"]["cache_path"]))
     env = python_env({**moto_server.env, "WANDB_MODE": "offline"})
     outputs: list[str] = []
