@@ -207,8 +207,12 @@ def test_two_builds_on_one_empty_cache_both_end_with_complete_sets(tmp_path, tea
         p.rename(root / "unlabelled" / f"{p.parent.name}_{p.name}")
 
     def cmd(out: Path, run: str) -> list[str]:
-        args = _build_cmd(root, teacher_path, out, tmp_path / run)
-        return [a if a != "only=[randaug]" else "only=[randaug,extra]" for a in args] + [
+        smaller = {
+            "only=[randaug]": "only=[randaug,extra]",
+            "variants.randaug.replicas=4": "variants.randaug.replicas=2",
+            "build.shard_size=4": "build.shard_size=8",
+        }
+        return [smaller.get(a, a) for a in _build_cmd(root, teacher_path, out, tmp_path / run)] + [
             "variants.extra.threshold=0.0",
             "variants.extra.replicas=2",
         ]

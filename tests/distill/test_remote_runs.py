@@ -154,7 +154,7 @@ def test_build_to_s3_killed_and_resumed_then_ddp_trains_resumes_and_survives_the
     run_dir = tmp_path / "run"
     train = [
         sys.executable, "-m", "distill", "student=mnv4_conv_s", "trainer=ddp_cpu", *common,
-        "trainer.max_steps=6", "trainer.val_check_interval=3", "trainer.log_every_n_steps=1",
+        "trainer.max_steps=6", "trainer.log_every_n_steps=1",
         "data.batch_size=16",
         "data.num_workers=0", "data.samples_per_epoch=96", f"data.cache_dir={tmp_path / 'node'}",
         "baseline.enabled=false", "export.enabled=false", "report.enabled=false",
