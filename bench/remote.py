@@ -4,7 +4,8 @@
    over one pixel set of 224-px JPEGs, read from local disk, from an HTTP server on loopback and
    from moto's S3-compatible server on loopback, epochs interleaved (local, http, s3, local, ...):
    images/s and the ratio to local disk (goal 0.9). No node-local cache, so every remote epoch
-   streams every shard. Each server runs in its own process on the same 2 cores as the loader.
+   streams every shard. Each server runs in its own process on the same 2 cores as the loader;
+   each loader is made once and its workers persist, as in training.
 2. The transports that were candidates, reading every shard of the set end to end over the same
    loopback HTTP server (MB/s, interleaved): obstore (the one used), fsspec's HTTP filesystem
    (aiohttp) and webdataset's ``gopen`` (a ``curl`` subprocess per shard).
@@ -46,11 +47,14 @@ def _upload(set_dir: Path, url: str) -> None:
 
 
 def _epoch(root: str, n: int):
+    """One epoch of a loader made once: its workers persist across epochs, as in training
+    (workers for remote sets are spawned, not forked: their start is not timed)."""
     dm = DistillDataModule(
         root, {"bench": 1}, "bench", batch_size=BATCH, num_workers=WORKERS, samples_per_epoch=n
     )
     dm.prepare()
-    return lambda: sum(len(b["label"]) for b in dm.train_dataloader())
+    ld = dm.train_dataloader()
+    return lambda: sum(len(b["label"]) for b in ld)
 
 
 def _read_all(opener, shard_urls: list[str]):

@@ -213,7 +213,8 @@ class DistillDataModule(L.LightningDataModule):
             self.recipe_check,
             self.decode_stage(),
         )
-        return loader(pipeline, self.num_workers, self.seed, rank, self.steps_per_epoch(world))
+        steps = self.steps_per_epoch(world)
+        return loader(pipeline, self.num_workers, self.seed, rank, steps, self._start_method())
 
     def val_dataloader(self):
         self.prepare()
@@ -233,7 +234,13 @@ class DistillDataModule(L.LightningDataModule):
             self.decode_stage(),
         )
         # every rank reads every validation shard; its workers split them
-        return loader(pipeline, min(self.num_workers, len(shards)), self.seed, rank)
+        workers = min(self.num_workers, len(shards))
+        return loader(pipeline, workers, self.seed, rank, start_method=self._start_method())
+
+    def _start_method(self) -> str | None:
+        """Loader workers reading through the remote transport start fresh (``spawn``): its
+        runtime, already running in this process, does not survive a fork."""
+        return "spawn" if remote.uses_runtime(self.root) else None
 
 
 def _set_exists(set_dir: str) -> bool:

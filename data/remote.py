@@ -15,6 +15,8 @@ object storage" says why it was chosen over fsspec and webdataset's ``gopen``.
   environment, so loader workers and DDP ranks started afterwards read the same ones.
 - Errors are one line (``RemoteError`` and subclasses) naming the URL; access errors name the
   credential variables that were read (never their values).
+- obstore's runtime does not survive ``fork``: a child forked after the parent used it hangs on
+  its first request, so loader workers reading remote sets are spawned (``uses_runtime``).
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ class ServerGone(Unreachable):
 
 _settings: Transport | None = None
 _stores: dict[tuple, object] = {}
-_down_since: dict[str, float] = {}  # server -> first failure of the current outage
+_outages: dict[str, list[float]] = {}  # server -> [first, last] failure of the current outage
 
 
 def configure(transport: Transport | None) -> None:
@@ -197,9 +199,29 @@ def _store(url: str) -> tuple[object, str]:
 def _call(url: str, fn: Callable[[object, str], T]) -> T:
     store, key = _store(url)
     try:
-        return fn(store, key)
+        out = fn(store, key)
     except Exception as e:
-        raise translate(e, url) from e
+        error = translate(e, url)
+        if isinstance(error, Unreachable):
+            _note_down(url)
+        raise error from e
+    _outages.pop(_server(url), None)
+    return out
+
+
+def _note_down(url: str, first: float | None = None) -> float:
+    """Record a failure to reach ``url``'s server; returns when its outage began."""
+    now = time.monotonic()
+    outage = _outages.setdefault(_server(url), [now if first is None else first, now])
+    outage[1] = now
+    return outage[0]
+
+
+def server_down(url: str) -> bool:
+    """Whether ``url``'s server failed to answer within the last ``retry_s`` (at least 30 s):
+    the shard cache then reads its copies without asking the server each time."""
+    outage = _outages.get(_server(url))
+    return outage is not None and time.monotonic() - outage[1] < max(settings().retry_s, 30.0)
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -268,7 +290,7 @@ class RemoteReader(io.RawIOBase):
         return True
 
     def _mark_up(self) -> None:
-        _down_since.pop(_server(self.url), None)
+        _outages.pop(_server(self.url), None)
 
     def tell(self) -> int:
         return self.pos
@@ -314,13 +336,19 @@ def _give_up(error: RemoteError, url: str, attempts: int, spent: float) -> Remot
     if not isinstance(error, Unreachable):
         return type(error)(text)
     now = time.monotonic()
-    since = _down_since.setdefault(_server(url), now - spent)
+    since = _note_down(url, first=now - spent)
     if now - since > settings().give_up_s:
         return ServerGone(
             f"{urls.redact(_server(url))} has not answered for {now - since:.0f} s "
             f"(remote.give_up_s={settings().give_up_s:g}); last: {text}"
         )
     return type(error)(text)
+
+
+def uses_runtime(url: str | Path) -> bool:
+    """Whether reading ``url`` goes through obstore, whose runtime hangs in a forked child once
+    the parent has used it (loader workers for such sets are spawned)."""
+    return urls.scheme(url) in urls.REMOTE_SCHEMES
 
 
 def open_read(url: str | Path):

@@ -6,8 +6,9 @@ temporary file beside the cache (a unique name per process) and are renamed into
 whole body has arrived, so a shard cut short is never cached and readers never see a partial
 file. Entries are named by the URL and the object's ETag and size; a cached shard is used after a
 HEAD request confirms the object is unchanged (a rebuilt set is fetched again). If the server
-cannot be reached, the newest cached copy of the URL is read instead (with a warning), so a run
-whose shards are all cached finishes its epoch through an outage. Every loader worker and rank of
+cannot be reached, the newest cached copy of the URL is read instead (with a warning; for the
+next ``retry_s``, at least 30 s, cached copies are read without asking again), so a run whose
+shards are all cached goes on through an outage. Every loader worker and rank of
 a node may share one directory: entries appear by rename and are evicted by ``unlink`` (an open
 file stays readable).
 """
@@ -52,7 +53,11 @@ class ShardCache:
         return found[-1] if found else None
 
     def open(self, url: str):
-        if self._newest(url) is not None:
+        newest = self._newest(url)
+        if newest is not None and remote.server_down(url):  # no HEAD to wait for each time
+            os.utime(newest)
+            return open(newest, "rb", buffering=1 << 20)
+        if newest is not None:
             try:
                 path = self.entry(url, remote.head(url))
             except (remote.NotFound, remote.AccessDenied):

@@ -606,9 +606,18 @@ def val_pipeline(
 
 
 def loader(
-    pipeline: IterableDataset, num_workers: int, seed: int, rank: int, steps: int | None = None
+    pipeline: IterableDataset,
+    num_workers: int,
+    seed: int,
+    rank: int,
+    steps: int | None = None,
+    start_method: str | None = None,
 ) -> wds.WebLoader:
-    """A WebLoader over batches; ``steps`` caps (and sets the length of) a training epoch."""
+    """A WebLoader over batches; ``steps`` caps (and sets the length of) a training epoch.
+
+    ``start_method`` (e.g. ``"spawn"``) starts the workers afresh instead of forking them: the
+    remote transport's runtime (data/remote.py) does not survive a fork.
+    """
     ld = wds.WebLoader(
         pipeline,
         batch_size=None,
@@ -616,6 +625,7 @@ def loader(
         worker_init_fn=partial(seed_worker, seed=seed, rank=rank),
         persistent_workers=num_workers > 0,
         pin_memory=torch.cuda.is_available(),
+        multiprocessing_context=start_method if num_workers > 0 else None,
     )
     if steps is not None:
         ld = ld.with_epoch(steps).with_length(steps, silent=True)
