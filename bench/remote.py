@@ -157,7 +157,7 @@ def measure(n: int, repeats: int) -> dict:
 
 def main() -> None:
     q = quick()
-    result = measure(n=256 if q else 2048, repeats=1 if q else 5)
+    result = measure(n=256 if q else 1024, repeats=1 if q else 3)
     md = "## Sets over the network vs local disk (`python -m bench remote`)\n\n"
     md += (
         f"Training stream over {result['images']} 224-px JPEGs ({result['set_mb']} MB in "
