@@ -1,7 +1,8 @@
-"""Hydra's schemas for conf/train.yaml and conf/build.yaml, registered for every test.
+"""Hydra's schemas for conf/train.yaml and conf/build.yaml, registered for every test, and the
+servers the remote-set tests read from (tests/servers.py).
 
-The apps register them when they import their config modules; a test that composes a config
-directly must not depend on another test having imported them first.
+The apps register the schemas when they import their config modules; a test that composes a
+config directly must not depend on another test having imported them first.
 """
 
 import pytest
