@@ -4,8 +4,9 @@ Python's ``tarfile`` (which webdataset's reader uses) builds a ``TarInfo`` for e
 header; shards are plain ustar archives of regular files, so the header fields needed here
 (name, size, type) are read directly. No benchmark row times this reader on its own (the
 end-to-end rate is bench/data.py's "Streaming: shards vs ImageFolder" row). PAX and GNU
-long-name records are understood; anything malformed or cut short raises ``tarfile.ReadError``
-with the shard named, for the pipeline's handler.
+long-name records are understood; anything malformed or cut short (a member's bytes, or the
+end-of-archive zero blocks every tar writer adds) raises ``tarfile.ReadError`` with the shard
+named, for the pipeline's handler.
 """
 
 from __future__ import annotations
@@ -44,14 +45,18 @@ def _records(stream, url: str, lazy: Container[str]) -> Iterator[tuple[str, byte
     skipped over (the stream must be seekable) and given as their ``Span`` in the file."""
     long_name: str | None = None
     end = os.fstat(stream.fileno()).st_size if lazy else None
+    started = False
     while True:
         header = stream.read(BLOCK)
         if len(header) < BLOCK:
             if header.strip(b"\0"):
                 raise tarfile.ReadError(f"{url}: truncated tar header")
+            if started and not header:  # a tar ends with zero blocks: cut between two members
+                raise tarfile.ReadError(f"{url}: cut short (no end-of-archive marker)")
             return
         if not header.strip(b"\0"):
             return  # end-of-archive marker
+        started = True
         try:
             size = _octal(header[124:136])
         except ValueError as e:
