@@ -17,7 +17,7 @@ from data.datamodule import DistillDataModule
 from data.recipes import VIEWS, Replayer, ReplicaPicker, group_size, view_digest
 from data.shards import read_manifest, shard_name, write_json_atomic, write_shard
 from data.sources import DigitsSource
-from data.stream import NoUsableSample, loader, train_pipeline
+from data.stream import NoUsableSample, expand_groups, loader, train_pipeline
 from data.verify import main as verify_main
 from data.verify import verify
 from teachers import create_teacher, soft_labels
@@ -271,6 +271,24 @@ def test_bad_recipes_are_skips_naming_shard_and_key_and_a_dead_set_fails_fast(
     assert skipped and all(reason in why for _, why in skipped), skipped[:3]
     assert all(f"{set_name}-000000.tar:" in where for where, _ in skipped)
 
+
+
+def test_a_group_missing_an_image_member_names_it_and_keeps_the_images_after_it(
+    recipe_sets, tmp_path
+):
+    root, *_ = recipe_sets
+    gap = _one_shard_set(
+        root / "mixup", tmp_path / "gap", lambda s: {k: v for k, v in s.items() if k != "1.jpg"}
+    )
+    url = read_manifest(gap).urls()[0]
+    key, sample = next(iter(read_samples(url).items()))
+    sample = {"__key__": key, "__url__": url, **sample}
+    assert group_size(sample) == 4  # the group's classes say 4 images, the gap included
+    entries = list(expand_groups([sample]))
+    assert [e.get("__image__") for e in entries] == [0, None, 2, 3]
+    assert entries[1]["__bad__"] == (f"{url}:{key}:1", "group lacks 1.jpg")
+    skipped = [x for b in _batches(_stream(gap), 6) for x in b["skipped"]]
+    assert (f"{url}:{key}:1", "group lacks 1.jpg") in [tuple(x) for x in skipped]
 
 def test_an_unknown_op_table_or_format_is_refused_before_training(recipe_sets):
     root, *_ = recipe_sets
