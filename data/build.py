@@ -164,10 +164,11 @@ def run(cfg: DictConfig) -> list:
 
 
 def _config_errors() -> tuple[type[Exception], ...]:
+    from common.weights import CheckpointError
     from data.sources import SourceError
     from data.teacher_setup import MissingTeacherError
 
-    return (BuildConfigError, SourceError, MissingTeacherError)
+    return (BuildConfigError, SourceError, MissingTeacherError, CheckpointError)
 
 
 register_build_configs()  # conf/build.yaml names build_schema (data/config.py)
@@ -177,8 +178,9 @@ register_build_configs()  # conf/build.yaml names build_schema (data/config.py)
 def main(cfg: DictConfig) -> None:
     try:
         run(cfg)
-    except _config_errors() as e:  # a config mistake: one line, not a traceback
-        raise SystemExit(f"error: {e}") from None
+    except _config_errors() as e:  # a config mistake or refused weights: one line
+        lines = (line.strip() for line in str(e).splitlines())
+        raise SystemExit(f"error: {'; '.join(line for line in lines if line)}") from None
 
 
 if __name__ == "__main__":

@@ -22,12 +22,14 @@ from omegaconf import DictConfig, OmegaConf
 
 import students
 from common.files import wait_for_files
+from common.weights import CheckpointError as WeightsError
 from data.build import BuildConfigError
 from data.sources import SourceError
 from data.stream import NoUsableSample
 from data.teacher_setup import MissingTeacherError
 from distill.checkpoints import resolve_resume
 from distill.config import check_schema
+from distill.losses import KINDS, kd_params
 from distill.preemption import install_sigterm_escape
 from distill.summary import (
     build_skips,
@@ -180,6 +182,12 @@ def check_values(c: dict) -> None:
             "a positive number",
         ),
         (
+            "loss.kind",
+            c["loss"]["kind"],
+            c["loss"]["kind"] in KINDS,
+            f"one of {', '.join(KINDS)} (conf/loss/)",
+        ),
+        (
             "ema.decay",
             c["ema"]["decay"],
             isinstance(c["ema"]["decay"], int | float) and 0 <= c["ema"]["decay"] < 1,
@@ -189,6 +197,10 @@ def check_values(c: dict) -> None:
     for key, value, ok, expected in checks:
         if not ok:
             raise UsageError(f"{key} must be {expected}, got {value!r}")
+    try:
+        kd_params(c["loss"])  # the kind and its weights, checked as the module will
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     if t.get("max_steps") == -1 and not _positive_int(t.get("max_epochs")):
         raise UsageError("trainer.max_steps=-1 needs trainer.max_epochs set to a positive integer")
     for key in ("data.train_sets", "baseline.train_sets"):
@@ -462,12 +474,20 @@ def start_run(cfg: DictConfig) -> dict:
     return c
 
 
+# config mistakes and refused teacher weights: a one-line usage error, not a traceback
+SETUP_ERRORS = (BuildConfigError, SourceError, MissingTeacherError, WeightsError)
+
+
 def prepare_data(c: dict) -> None:
     """``ensure_data``, with config mistakes as one-line usage errors."""
     try:
         ensure_data(c)
-    except (BuildConfigError, SourceError, MissingTeacherError) as e:
-        raise UsageError(str(e)) from None
+    except SETUP_ERRORS as e:
+        raise UsageError(_one_line(e)) from None
+
+
+def _one_line(e: BaseException) -> str:
+    return "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
 
 
 def distil(c: dict, out: Path, resume: tuple[str | None, int]) -> tuple:
@@ -479,7 +499,10 @@ def distil(c: dict, out: Path, resume: tuple[str | None, int]) -> tuple:
     dm.prepare()
     teacher = None
     if c["mode"] == "online" or c["loss"]["feature_weight"] > 0:
-        teacher = teacher_from_config(c["teacher"], num_classes=dm.num_classes)
+        try:
+            teacher = teacher_from_config(c["teacher"], num_classes=dm.num_classes)
+        except SETUP_ERRORS as e:
+            raise UsageError(_one_line(e)) from None
     # seeded again: building the data in this run (a cold cache) draws from the global RNGs,
     # and the student's initialisation must not depend on whether the cache was warm
     L.seed_everything(c["seed"], workers=True, verbose=False)

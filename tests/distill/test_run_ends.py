@@ -48,6 +48,7 @@ def _train_steps(out: Path) -> list[int]:
         ("ema.decay=1.5", "ema.decay"),
         ("data.train_sets.randaug=-1", "data.train_sets"),
         ("build.store=recipes", "build.store"),
+        ("loss.kind=nonsense", "loss.kind"),
     ],
 )
 def test_bad_values_fail_before_any_work_naming_the_key(override, key, tmp_path):
