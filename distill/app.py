@@ -27,7 +27,7 @@ from data.build import BuildConfigError
 from data.sources import SourceError
 from data.stream import NoUsableSample
 from data.teacher_setup import MissingTeacherError
-from distill.checkpoints import resolve_resume
+from distill.checkpoints import AtomicCheckpointIO, resolve_resume
 from distill.config import check_schema
 from distill.losses import KINDS, kd_params
 from distill.preemption import install_sigterm_escape
@@ -279,6 +279,7 @@ def make_trainer(c: dict, out: Path, loggers: list, callbacks: list, **overrides
         default_root_dir=str(out),
         logger=loggers,
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
     )
 
 
