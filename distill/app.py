@@ -355,7 +355,7 @@ def make_callbacks(c: dict, dm, out: Path, mode: str) -> tuple:
     """(best checkpoint, last checkpoint, every callback of the fit)."""
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-    from distill.callbacks import SampleGrids
+    from distill.callbacks import SampleGrids, ValidateAtEnd
     from distill.checkpoints import LastCheckpoint
 
     ckpt_dir = out / "checkpoints"
@@ -367,7 +367,7 @@ def make_callbacks(c: dict, dm, out: Path, mode: str) -> tuple:
         save_last=False,
     )
     last = LastCheckpoint(ckpt_dir)
-    callbacks = [best, last, LearningRateMonitor("step")]
+    callbacks = [ValidateAtEnd(), best, last, LearningRateMonitor("step")]
     if mode != "online":
         callbacks.append(SampleGrids(dm.root, list(dm.train_sets)))
     return best, last, callbacks

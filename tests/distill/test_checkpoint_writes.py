@@ -1,5 +1,6 @@
-"""Checkpoint writes on a real trainer: a full disk is one line, the temporary file is removed
-and the previous ``last.ckpt`` kept; checkpoints get the mode of every other output."""
+"""How a run's end is saved, on a real trainer: the last step always validates; a full disk is
+one line, the temporary file is removed and the previous ``last.ckpt`` kept; checkpoints get the
+mode of every other output."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import lightning as L
 import pytest
 from lightning.pytorch.demos.boring_classes import BoringModel
 
+from distill.callbacks import ValidateAtEnd
 from distill.checkpoints import AtomicCheckpointIO, CheckpointWriteError, LastCheckpoint
 
 
@@ -49,3 +51,34 @@ def test_a_full_disk_is_one_line_removes_the_temporary_and_keeps_last_ckpt(tmp_p
         "the previous last.ckpt is kept"
     )
     assert not os.path.lexists(tmp) and last.read_bytes() == before
+
+
+class _Validations(L.Callback):
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self.steps.append(trainer.global_step)
+
+
+@pytest.mark.parametrize(
+    "max_steps, every, expected",
+    [(3, 1, [3]), (40, 2, [40]), (64, 1, [64]), (70, 1, [64, 70])],  # 64 batches an epoch
+)
+def test_the_last_step_validates_once_in_any_epoch(max_steps, every, expected, tmp_path):
+    seen = _Validations()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=max_steps,
+        check_val_every_n_epoch=every,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[ValidateAtEnd(), seen],
+        default_root_dir=str(tmp_path),
+    )
+    trainer.fit(BoringModel())
+    assert trainer.global_step == max_steps and seen.steps == expected
