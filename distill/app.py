@@ -31,6 +31,7 @@ from distill.checkpoints import AtomicCheckpointIO, resolve_resume
 from distill.config import check_schema
 from distill.losses import KINDS, kd_params
 from distill.preemption import install_sigterm_escape
+from distill.run_files import store_relative
 from distill.summary import (
     build_skips,
     data_teachers,
@@ -541,7 +542,7 @@ def finish_run(c: dict, summary: dict, result: dict, dm, out: Path, wall_start: 
     if c["export"]["enabled"]:
         summary["exports"] = export_run(c, result, dm, out)
     summary["total_wall_s"] = round(time.perf_counter() - wall_start, 1)
-    write_json(out / "results.json", summary)
+    write_json(out / "results.json", store_relative(summary, out))
     report = None
     if c["report"]["enabled"]:  # after results.json: a failed report is a warning, not a lost run
         from distill.report import report_run

@@ -272,7 +272,6 @@ def test_bad_recipes_are_skips_naming_shard_and_key_and_a_dead_set_fails_fast(
     assert all(f"{set_name}-000000.tar:" in where for where, _ in skipped)
 
 
-
 def test_a_group_missing_an_image_member_names_it_and_keeps_the_images_after_it(
     recipe_sets, tmp_path
 ):
@@ -289,6 +288,7 @@ def test_a_group_missing_an_image_member_names_it_and_keeps_the_images_after_it(
     assert entries[1]["__bad__"] == (f"{url}:{key}:1", "group lacks 1.jpg")
     skipped = [x for b in _batches(_stream(gap), 6) for x in b["skipped"]]
     assert (f"{url}:{key}:1", "group lacks 1.jpg") in [tuple(x) for x in skipped]
+
 
 def test_an_unknown_op_table_or_format_is_refused_before_training(recipe_sets):
     root, *_ = recipe_sets

@@ -56,4 +56,3 @@ def test_every_bad_shard_and_sample_is_counted_once_at_the_default_buffer(tmp_pa
     assert len(distinct) == expected == 10, sorted(distinct)
     shard_errors = [why for where, why in reported if where == "shard"]
     assert shard_errors and all(why.startswith("ReadError: ") for why in shard_errors)
-

@@ -67,7 +67,6 @@ def test_ustar_prefix_field_is_joined_to_the_name():
     ]
 
 
-
 def test_a_tar_cut_between_two_members_is_an_error_not_a_shorter_shard():
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:

@@ -163,7 +163,6 @@ def test_the_table_has_a_row_per_runtime_precision_and_thread_count(run_dir, tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mnv4_conv_s.bin", TABLE]
 
 
-
 KILLED_EXPORT = """
 import os, signal, sys
 stage = os.path.join(sys.argv[1], f".runtimes-{os.getpid()}.tmp")
@@ -187,6 +186,7 @@ def test_a_rerun_removes_the_staging_folder_a_killed_export_left(run_dir, tmp_pa
         running.kill()
         running.wait()
     assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "mnv4_conv_s.bin", TABLE]
+
 
 @pytest.mark.slow
 def test_onnx_fp32_and_int8_end_to_end_through_the_command_line(run_dir, tmp_path, capsys):

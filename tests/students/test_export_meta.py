@@ -183,13 +183,13 @@ def test_export_student_writes_raw_when_it_validates_better(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
-
 def test_exported_safetensors_have_the_mode_of_every_other_output(tmp_path):
     r = export_student(_module(), tmp_path, "mnv4_conv_s", {"onnx": False}, {}, CLASSES, 64)
     (tmp_path / "notes.txt").write_text("any other output")
     expected = stat.S_IMODE((tmp_path / "notes.txt").stat().st_mode)  # 0644 under umask 022
     modes = {stat.S_IMODE(Path(r[k]).stat().st_mode) for k in ("safetensors", "ema_safetensors")}
     assert modes == {expected}, (oct(expected), [oct(m) for m in modes])
+
 
 @pytest.mark.slow
 def test_export_student_exports_the_better_ema_and_leaves_the_module_as_it_was(tmp_path):
