@@ -340,6 +340,21 @@ def test_preview_renders_recipe_views(recipe_sets):
     )
 
 
+def test_preview_skips_a_recipe_with_a_bad_crop_box_and_names_it(recipe_sets, tmp_path):
+    from data.preview import stored_views
+
+    root, *_ = recipe_sets
+    bad = _one_shard_set(root / "mixup", tmp_path / "bad", _set_field("crop", 9999), True)
+    m = read_manifest(bad)
+    url = m.urls()[0]
+    key = next(iter(read_samples(url)))
+    skipped: list[tuple[str, str]] = []
+    views = list(stored_views(m, skipped))
+    assert [where for where, _ in skipped] == [f"{url}:{key}:{i}" for i in range(4)]
+    assert all("crop box" in why for _, why in skipped)
+    assert len(views) == m.num_samples - 4  # the images of every other group shown
+
+
 def test_the_same_seed_picks_the_same_views_wherever_the_set_lives(recipe_sets, tmp_path):
     root, *_ = recipe_sets
     moved = shutil.copytree(root / "randaug", tmp_path / "elsewhere" / "randaug")

@@ -3,8 +3,6 @@ stands when a nominal epoch ends, with or without loader workers."""
 
 from __future__ import annotations
 
-import io
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -12,22 +10,7 @@ import pytest
 from data.datamodule import DistillDataModule
 from data.shards import read_manifest
 from data.stream import skip_key
-from tests.helpers import read_samples, write_set
-
-
-def _garble(url: Path, keys: set[str] | None = None) -> list[str]:
-    """Replace the JPEG of ``keys`` (every sample without) by bytes no decoder takes; the keys."""
-    with tarfile.open(url) as tar:
-        members = [(t, tar.extractfile(t).read()) for t in tar]
-    garbled = []
-    with tarfile.open(url, "w") as tar:
-        for info, payload in members:
-            key, _, ext = info.name.partition(".")
-            if ext == "jpg" and (keys is None or key in keys):
-                payload, info.size = b"not a jpeg", len(b"not a jpeg")
-                garbled.append(key)
-            tar.addfile(info, io.BytesIO(payload))
-    return garbled
+from tests.helpers import garble_jpegs, read_samples, write_set
 
 
 def damaged_set(root: Path) -> tuple[Path, int]:
@@ -37,9 +20,9 @@ def damaged_set(root: Path) -> tuple[Path, int]:
     urls = [Path(u) for u in read_manifest(set_dir).urls()]
     data = urls[1].read_bytes()
     urls[1].write_bytes(data[: len(data) // 2])
-    bad = _garble(urls[2])
+    bad = garble_jpegs(urls[2])
     first = sorted(read_samples(str(urls[3])))[0]
-    bad += _garble(urls[3], {first})
+    bad += garble_jpegs(urls[3], {first})
     return set_dir, 1 + len(bad)
 
 
