@@ -50,7 +50,7 @@ from common.images import decode_jpeg_hwc
 from data.augment import random_resized_crop
 from data.batch_decode import jpeg_problem, pack_jpegs
 from data.labels import decode_soft_label, load_npy
-from data.recipes import CLASSES, BadRecipe, Replayer, ReplicaPicker, group_size, image_member
+from data.recipes import CLASSES, Replayer, ReplicaPicker, group_size, image_member
 from data.tario import samples as tar_members_by_key
 
 log = logging.getLogger("data")
@@ -208,7 +208,7 @@ def decode_view(
             raise ValueError(f"class {label} outside [0, {num_classes})")
     except KeyError as e:
         return {"__bad__": (sample_key(sample), f"sample missing a key: {e.args[0]}")}
-    except (BadRecipe, ValueError, IndexError) as e:
+    except Exception as e:  # a bad recipe, an undecodable source image
         return {"__bad__": (f"{sample_key(sample)}:{i}", f"{type(e).__name__}: {str(e)[:200]}")}
     image = view.permute(1, 2, 0)
     if flip and rng is not None and rng.random() < 0.5:

@@ -252,6 +252,7 @@ def _set_field(field: str, value):
             lambda s: {k: v for k, v in s.items() if k != "0.jpg"},
             "0.jpg",
         ),
+        ("undecodable source", "randaug", lambda s: {**s, "0.jpg": b"no jpeg"}, "ImageError"),
         ("class count", "mixup", _set_field("cls", 60), "class 60"),
         ("digest", "mixup", _set_field("digest", 12345), "differs from the one the teacher"),
         ("no views", "mixup", lambda s: {k: v for k, v in s.items() if k != VIEWS}, "views.npy"),
