@@ -514,7 +514,14 @@ class TrainStream(IterableDataset):
         stream = streams[0] if len(streams) == 1 else mixed(streams, self.weights, rng("mix"))
         return batches(stream, self.batch_size, False, self.skips)
 
-    def _pool(self, idx: int, rng, check: Callable[[dict], dict], expand=None) -> ShardPool:
+    def _pool(
+        self,
+        idx: int,
+        rng: Callable[[str], random.Random],
+        check: Callable[[dict], dict],
+        expand: Callable[[Iterable[dict]], Iterable[dict]] | None = None,
+    ) -> ShardPool:
+        """This rank's shard pool of set ``idx``, recording what its reads find bad here."""
         urls = self.sets[idx]
         return ShardPool(
             self.names[idx],
