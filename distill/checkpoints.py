@@ -45,8 +45,8 @@ class CheckpointWriteError(SystemExit):
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes each checkpoint to ``<name>.tmp`` in its folder, then renames it into place.
 
-    Lightning's own writer stages the file in the system temp folder and copies it over, which
-    writes it twice, leaves the copy half-written when the disk fills and makes it mode 0600.
+    Lightning's own writer stages the file in the system temp folder and moves it over: across
+    file systems that is a copy, which a full disk left half-written under the temporary name.
     """
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
