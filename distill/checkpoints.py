@@ -82,8 +82,8 @@ class LastCheckpoint(L.Callback):
     def path(self) -> Path:
         return self.dirpath / LAST
 
-    def _save(self, trainer: L.Trainer) -> None:
-        if self.saved_step == trainer.global_step and self.path.is_file():
+    def _save(self, trainer: L.Trainer, again: bool = False) -> None:
+        if not again and self.saved_step == trainer.global_step and self.path.is_file():
             return
         self.dirpath.mkdir(parents=True, exist_ok=True)
         trainer.save_checkpoint(self.path, weights_only=False)  # collective: every rank calls it
@@ -94,7 +94,9 @@ class LastCheckpoint(L.Callback):
             self._save(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._save(trainer)
+        # also after a save at this step's validation: that one ran before the loop counted the
+        # step as logged, and a run resumed from it logged every later step one step early
+        self._save(trainer, again=True)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception) -> None:
         if stopped_by_sigterm(exception, trainer):  # loader workers may be dead: no data needed

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 from lightning.pytorch.demos.boring_classes import BoringModel
 
 from distill.callbacks import ValidateAtEnd
@@ -82,3 +83,24 @@ def test_the_last_step_validates_once_in_any_epoch(max_steps, every, expected, t
     )
     trainer.fit(BoringModel())
     assert trainer.global_step == max_steps and seen.steps == expected
+
+
+def test_last_ckpt_after_a_validation_at_the_last_step_resumes_its_logging_step(tmp_path):
+    """A resume continues logging at the step after the last one (not one step early)."""
+    ckpt_dir = tmp_path / "checkpoints"
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=3,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[ValidateAtEnd(), LastCheckpoint(ckpt_dir)],
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=str(tmp_path),
+    )
+    trainer.fit(BoringModel())
+    ckpt = torch.load(ckpt_dir / "last.ckpt", weights_only=True, map_location="cpu")
+    loop = ckpt["loops"]["fit_loop"]["epoch_loop.state_dict"]
+    assert ckpt["global_step"] == 3 and loop["_batches_that_stepped"] == 3
