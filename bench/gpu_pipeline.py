@@ -181,7 +181,7 @@ def end_to_end(student: str, sets, batch: int, workers: int, decode: str, steps:
         "compile_s": round(module.compile_seconds, 1) if module.compile_seconds else None,
         "graphs_after_warmup": graphs.get("after_warmup"),
         "graphs_at_end": compiled_graphs(),
-        "skipped": module.train_skipped,
+        "skipped": module.skipped_summary()["count"],
     }
 
 

@@ -130,7 +130,14 @@ def save_safetensors_atomic(
     tmp = path.with_name(path.name + ".tmp")
     try:
         save_file(tensors, str(tmp), metadata=dict(metadata) if metadata else None)
+        os.chmod(tmp, 0o666 & ~_umask())  # safetensors writes 0600, unlike any other output
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -167,6 +167,7 @@ def run(cfg: DictConfig) -> list:
 
 def _config_errors() -> tuple[type[Exception], ...]:
     """Errors printed as one line: config mistakes, and sets that cannot be reached or locked."""
+    from common.weights import CheckpointError
     from data.set_store import LockError
     from data.sources import SourceError
     from data.teacher_setup import MissingTeacherError
@@ -178,6 +179,7 @@ def _config_errors() -> tuple[type[Exception], ...]:
         remote.RemoteError,
         urls.UrlError,
         LockError,
+        CheckpointError,
     )
 
 
@@ -188,8 +190,9 @@ register_build_configs()  # conf/build.yaml names build_schema (data/config.py)
 def main(cfg: DictConfig) -> None:
     try:
         run(cfg)
-    except _config_errors() as e:  # a config mistake: one line, not a traceback
-        raise SystemExit(f"error: {e}") from None
+    except _config_errors() as e:  # a config mistake or refused weights: one line
+        lines = (line.strip() for line in str(e).splitlines())
+        raise SystemExit(f"error: {'; '.join(line for line in lines if line)}") from None
 
 
 if __name__ == "__main__":

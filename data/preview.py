@@ -2,13 +2,15 @@
 
 Each tile shows a stored image with the teacher's top class and probability and, where known,
 the ground truth: ``python -m data.preview cache/shards/digits --out previews``. The distill app
-logs the same grids to W&B.
+logs the same grids to W&B. A view that cannot be shown (an undecodable image, a missing member, a
+recipe that does not render, a shard cut short) is skipped and named, as the loader does.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -19,48 +21,79 @@ from data import remote, urls
 from data.labels import decode_soft_label, load_npy
 from data.recipes import CLASSES, Replayer, group_size
 from data.shards import read_manifest
-from data.tario import samples
+from data.stream import shard_samples
+
+log = logging.getLogger("data")
 
 TILE, CAPTION = 96, 26
 
 
-def _samples(manifest, n: int):
-    """The first ``n`` samples of a set (members grouped by key, in shard order)."""
-    for url in manifest.urls():
-        with remote.open_read(url) as stream:
-            for sample in samples(stream, url):
-                yield sample["__key__"], sample
-
-
-def stored_views(manifest):
+def stored_views(manifest, skipped: list[tuple[str, str]] | None = None):
     """(image uint8 HWC, dense teacher label or None, class or None) per stored view.
 
-    Recipe sets (data/recipes.py) are rendered: the first replica of every source image.
+    Recipe sets (data/recipes.py) are rendered: the first replica of every source image. Views
+    that cannot be shown are left out, with a warning, and added to ``skipped`` as (where, why).
     """
+    skipped = [] if skipped is None else skipped
     recipe = manifest.data.get("recipe")
     replay = Replayer(recipe, manifest.num_classes) if recipe else None
-    for _key, parts in _samples(manifest, 0):
-        if replay is None:
-            soft = parts.get("soft.npy")
-            label = decode_soft_label(soft, manifest.num_classes) if soft else None
-            cls = int(parts["cls"]) if "cls" in parts else None
-            yield decode_jpeg_hwc(parts["jpg"]).numpy(), label, cls
-            continue
-        classes = load_npy(parts[CLASSES])
-        for i in range(group_size(parts)):
-            view, row = replay.render(parts, i, 0)
-            label = replay.codec.soft_label(row) if replay.codec.label else None
-            cls = int(classes[i]) if classes[i] >= 0 else None
-            yield view.permute(1, 2, 0).numpy(), label, cls
+    for url in manifest.urls():
+        for parts in shard_samples(url):
+            if "__bad__" in parts:
+                _skip(skipped, *parts["__bad__"])
+                continue
+            where = f"{url}:{parts['__key__']}"
+            if replay is None:
+                view = _try(skipped, where, _pixel_view, parts, manifest.num_classes)
+                if view is not None:
+                    yield view
+                continue
+            for i in range(_try(skipped, where, group_size, parts) or 0):
+                view = _try(skipped, f"{where}:{i}", _recipe_view, parts, i, replay)
+                if view is not None:
+                    yield view
 
 
-def grid(set_dir: str | Path, n: int = 16, columns: int = 8) -> Image.Image:
-    """A captioned grid of the first ``n`` views of one set."""
+def _pixel_view(parts: dict, num_classes: int) -> tuple:
+    soft = parts.get("soft.npy")
+    label = decode_soft_label(soft, num_classes) if soft else None
+    cls = int(parts["cls"]) if "cls" in parts else None
+    return decode_jpeg_hwc(parts["jpg"]).numpy(), label, cls
+
+
+def _recipe_view(parts: dict, i: int, replay: Replayer) -> tuple:
+    view, row = replay.render(parts, i, 0)
+    label = replay.codec.soft_label(row) if replay.codec.label else None
+    cls = int(load_npy(parts[CLASSES])[i])
+    return view.permute(1, 2, 0).numpy(), label, cls if cls >= 0 else None
+
+
+def _try(skipped: list, where: str, fn, *args):
+    """``fn(*args)``, or None with the failure recorded as a skip of ``where``."""
+    try:
+        return fn(*args)
+    except KeyError as e:
+        _skip(skipped, where, f"sample missing a key: {e.args[0]}")
+    except Exception as e:
+        _skip(skipped, where, f"{type(e).__name__}: {str(e)[:200]}")
+    return None
+
+
+def _skip(skipped: list, where: str, why: str) -> None:
+    log.warning("preview: skipped %s: %s", where, why)
+    skipped.append((where, why))
+
+
+def grid(
+    set_dir: str | Path, n: int = 16, columns: int = 8, skipped: list | None = None
+) -> Image.Image:
+    """A captioned grid of the first ``n`` views of one set (skips go to ``skipped``)."""
     m = read_manifest(set_dir)
     classes = m.classes or [str(i) for i in range(m.num_classes)]
     font = ImageFont.load_default()
     tiles = []
-    for img, label, cls in itertools.islice(stored_views(m), n):
+    skipped = [] if skipped is None else skipped
+    for img, label, cls in itertools.islice(stored_views(m, skipped), n):
         img = Image.fromarray(img).resize((TILE, TILE))
         tile = Image.new("RGB", (TILE, TILE + CAPTION), "white")
         tile.paste(img, (0, 0))
@@ -76,7 +109,8 @@ def grid(set_dir: str | Path, n: int = 16, columns: int = 8) -> Image.Image:
             draw.text((2, TILE + 1 + 12 * i), text, fill="black", font=font)
         tiles.append(tile)
     if not tiles:
-        raise ValueError(f"{set_dir} has no samples to preview")
+        why = f" ({len(skipped)} skipped, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise ValueError(f"{set_dir} has no samples to preview{why}")
     rows = -(-len(tiles) // columns)
     out = Image.new("RGB", (columns * TILE, rows * (TILE + CAPTION)), "white")
     for i, tile in enumerate(tiles):
@@ -104,8 +138,10 @@ def main(argv: list[str] | None = None) -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         for name in names:
             path = args.out / f"{name}.png"
-            grid(urls.join(args.root, name), args.n).save(path)
-            print(f"wrote {path}")
+            skipped: list[tuple[str, str]] = []
+            grid(urls.join(args.root, name), args.n, skipped=skipped).save(path)
+            note = f"; skipped {len(skipped)}, e.g. {': '.join(skipped[0])}" if skipped else ""
+            print(f"wrote {path}{note}")
     except (remote.RemoteError, urls.UrlError) as e:
         raise SystemExit(f"error: {e}") from None
 

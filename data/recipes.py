@@ -51,11 +51,13 @@ def image_member(i: int) -> str:
 
 
 def group_size(sample: dict) -> int:
-    """How many source images a recipe sample holds (its ``<i>.jpg`` members)."""
-    n = 0
-    while image_member(n) in sample:
-        n += 1
-    return n
+    """How many source images a recipe sample holds: as many as its classes (``cls.npy``) list,
+    else up to its highest ``<i>.jpg`` member. A member missing in between is an image to skip
+    and count (counting up to the first gap lost every later image of the group unseen)."""
+    if CLASSES in sample:
+        return len(load_npy(sample[CLASSES]))
+    found = [int(k[:-4]) for k in sample if k.endswith(".jpg") and k[:-4].isdigit()]
+    return max(found) + 1 if found else 0
 
 
 def render_versions() -> dict[str, str]:

@@ -22,9 +22,12 @@ the environment inside a worker.
   validation set from disk (world x the I/O of splitting by shard) but decodes only its share;
   validation sets are small next to training, and splitting by shard gave a rank no samples at
   all when there were fewer shards than ranks, which hung every rank at the first validation.
-- Bad samples (undecodable image, missing key, truncated shard) are dropped and travel as
-  ``skipped`` (where, reason) entries with a neighbouring good sample, so the training loop can
-  count and report them; shard errors read ``("shard", "<ErrorType>: <url>: <detail>")``.
+- Bad samples (undecodable image, missing key, a recipe group missing an image, a truncated
+  shard) are dropped and counted where they are found: a shard's errors when it is read (before
+  the shuffle buffer, which is rebuilt every nominal epoch and would lose them), a sample's when
+  it is decoded. Each stream's ``SkipLog`` holds them; every batch carries those found since the
+  previous one as ``skipped`` (where, reason) entries, so the training loop can count and report
+  them. Shard errors read ``("shard", "<ErrorType>: <url>: <detail>")``.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from common.images import decode_jpeg_hwc
 from data.augment import random_resized_crop
 from data.batch_decode import jpeg_problem, pack_jpegs
 from data.labels import decode_soft_label, load_npy
-from data.recipes import CLASSES, BadRecipe, Replayer, ReplicaPicker, group_size
+from data.recipes import CLASSES, Replayer, ReplicaPicker, group_size, image_member
 from data.remote import ServerGone, open_read, read_json
 from data.tario import samples as tar_members_by_key
 
@@ -127,8 +130,6 @@ def decode_sample(
     ``keep_jpeg`` (``data.decode=gpu``): no pixel work; the checked JPEG bytes and the drawn
     flip travel on for ``data.batch_decode`` to decode the whole batch on the device.
     """
-    if "__bad__" in sample:
-        return sample
     try:
         if keep_jpeg:
             image = sample["jpg"]
@@ -164,16 +165,24 @@ def decode_sample(
 
 
 def expand_groups(samples: Iterable[dict]) -> Iterator[dict]:
-    """Recipe sets: one entry per source image of each group sample (bytes shared, not copied)."""
+    """Recipe sets: one entry per source image of each group sample (bytes shared, not copied);
+    an image whose ``<i>.jpg`` member is missing becomes a bad-sample marker naming it."""
     for s in samples:
         if "__bad__" in s:
             yield s
             continue
-        n = group_size(s)
+        try:
+            n = group_size(s)
+        except Exception as e:  # an unreadable cls.npy
+            yield {"__bad__": (sample_key(s), f"{type(e).__name__}: {str(e)[:200]}")}
+            continue
         if n == 0:
             yield {"__bad__": (sample_key(s), "recipe sample has no source image (0.jpg)")}
         for i in range(n):
-            yield {**s, "__image__": i}
+            if image_member(i) in s:
+                yield {**s, "__image__": i}
+            else:
+                yield {"__bad__": (f"{sample_key(s)}:{i}", f"group lacks {image_member(i)}")}
 
 
 def decode_view(
@@ -187,8 +196,6 @@ def decode_view(
 ) -> dict:
     """A recipe sample's image ``__image__`` rendered as one of its stored views (the replica
     ``pick`` chooses; replica 0 without one), with its stored label; bad recipes are skips."""
-    if "__bad__" in sample:
-        return sample
     i = int(sample.get("__image__", 0))
     try:
         views = replay.records(sample)
@@ -204,7 +211,7 @@ def decode_view(
             raise ValueError(f"class {label} outside [0, {num_classes})")
     except KeyError as e:
         return {"__bad__": (sample_key(sample), f"sample missing a key: {e.args[0]}")}
-    except (BadRecipe, ValueError, IndexError) as e:
+    except Exception as e:  # a bad recipe, an undecodable source image
         return {"__bad__": (f"{sample_key(sample)}:{i}", f"{type(e).__name__}: {str(e)[:200]}")}
     image = view.permute(1, 2, 0)
     if flip and rng is not None and rng.random() < 0.5:
@@ -223,8 +230,6 @@ def crop_raw(
     sample: dict, size: int, scale: tuple[float, float], flip: bool, rng: random.Random
 ) -> dict:
     """Online mode: a fresh Inception crop (and flip) of a raw image, every time it is seen."""
-    if "__bad__" in sample:
-        return sample
     img = sample["image"].permute(2, 0, 1)  # HWC -> CHW view for torchvision
     img, _ = random_resized_crop(img, size, scale, rng)
     if flip and rng.random() < 0.5:
@@ -269,30 +274,53 @@ def mixed(streams: list[Iterator], weights: list[float], rng: random.Random) -> 
         yield next(streams[i])
 
 
-def drop_bad(samples: Iterable[dict]) -> Iterator[dict]:
-    """Drop bad samples; what was dropped rides along as ``skipped`` on a good sample.
+def skip_key(where: str, reason: str) -> str:
+    """What one skip is: a sample (``url:key``, ``url:key:image``) or, for shard errors, the
+    shard's reason (it names the shard). A sample met again on a later read is the same skip."""
+    return reason if where == "shard" else where
 
-    One good sample is held back, so skips after the last good sample of a finite stream (the
-    tail of a validation shard) are attached to it instead of being lost.
+
+class SkipLog:
+    """Where a stream counts what it leaves out: each bad sample or shard once, when found.
+
+    Stages ``add`` a skip where it happens (reading a shard, decoding a sample); ``batches``
+    hands what is new to the next batch (``drain``). Nothing waits in a shuffle buffer, so a
+    buffer dropped at the end of a nominal epoch loses no skip; a shard that fails on every read
+    is one skip (``skip_key``). A training stream keeps its log for its lifetime and hands all of
+    it out again at the start of each epoch (``again``): the batches a loader had prefetched when
+    the previous epoch ended were dropped, with the skips they carried.
     """
-    pending: list[tuple[str, str]] = []
-    held: dict | None = None
-    for s in samples:
-        if "__bad__" in s:
-            pending.append(tuple(s["__bad__"]))
-            continue
-        if held is not None:
-            yield held
-        s["skipped"], pending, held = pending, [], s
-    if held is not None:
-        held["skipped"] = held["skipped"] + pending
-        yield held
-    elif pending:
-        log.warning("no good sample to report %d skipped ones with: %s", len(pending), pending[:5])
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[str, str]] = {}
+        self._new: list[tuple[str, str]] = []
+
+    def add(self, where: str, reason: str) -> None:
+        key = skip_key(where, reason)
+        if key not in self._seen:
+            self._seen[key] = (where, reason)
+            self._new.append((where, reason))
+
+    def drain(self) -> list[tuple[str, str]]:
+        """The skips found since the last call."""
+        out, self._new = self._new, []
+        return out
+
+    def again(self) -> None:
+        """Hand every skip found so far to the next batch (the reader keeps each once)."""
+        self._new = list(self._seen.values())
+
+    def drop_bad(self, samples: Iterable[dict]) -> Iterator[dict]:
+        """The good samples; bad-sample markers (``__bad__``) are added here."""
+        for s in samples:
+            if "__bad__" in s:
+                self.add(*s["__bad__"])
+            else:
+                yield s
 
 
-def collate(samples: list[dict]) -> dict:
-    """Stack a list of decoded samples into one batch dict.
+def collate(samples: list[dict], skipped: list[tuple[str, str]] | None = None) -> dict:
+    """Stack a list of decoded samples into one batch dict (``skipped``: the stream's new skips).
 
     With ``data.decode=gpu`` some samples hold JPEG bytes instead of pixels: those come last,
     packed (``data.batch_decode.PACKED_KEYS``) for the device to decode; every per-sample entry
@@ -307,7 +335,7 @@ def collate(samples: list[dict]) -> dict:
         "source": torch.tensor([s["source"] for s in samples], dtype=torch.long),
         "url": [s["url"] for s in samples],
         "key": [s["key"] for s in samples],
-        "skipped": [x for s in samples for x in s["skipped"]],
+        "skipped": list(skipped or []),
     }
     if pixels:
         # default_collate stacks straight into shared memory inside a loader worker, saving
@@ -321,15 +349,30 @@ def collate(samples: list[dict]) -> dict:
     return batch
 
 
-def batches(samples: Iterable[dict], size: int, partial_last: bool) -> Iterator[dict]:
-    batch = []
+def batches(
+    samples: Iterable[dict], size: int, partial_last: bool, skips: SkipLog
+) -> Iterator[dict]:
+    """Batches of ``size``, each with the skips found since the previous one.
+
+    A finite stream (``partial_last``: its last partial batch too) holds each batch back until
+    the next one is full, so skips found after the last good sample still ride on a batch.
+    """
+    held: list[list[dict]] = []
+    batch: list[dict] = []
     for s in samples:
         batch.append(s)
         if len(batch) == size:
-            yield collate(batch)
+            held.append(batch)
             batch = []
-    if batch and partial_last:
-        yield collate(batch)
+            if not partial_last or len(held) > 1:
+                yield collate(held.pop(0), skips.drain())
+    if partial_last and batch:
+        held.append(batch)
+    for b in held:
+        yield collate(b, skips.drain())
+    left = skips.drain()
+    if left:
+        log.warning("no batch left to report %d skipped samples with: %s", len(left), left[:5])
 
 
 def check_decode(decode: str) -> None:
@@ -344,7 +387,8 @@ class ShardPool:
 
     A shard is usable once one of its samples decodes (checked with ``check`` until then, so a
     known-good shard costs nothing). One read decides: a shard that yields no decodable sample
-    is dead for the rest of this stream.
+    is dead for the rest of this stream. What a read finds bad (the shard's own error, a sample
+    the check or ``expand`` rejects) goes to ``skips`` there and then, never downstream.
     """
 
     def __init__(
@@ -355,9 +399,11 @@ class ShardPool:
         rng: random.Random,
         check: Callable[[dict], dict],
         where: str,
+        skips: SkipLog,
+        expand: Callable[[Iterable[dict]], Iterable[dict]] | None = None,
     ) -> None:
         self.name, self.own, self.everyone, self.rng, self.check = name, own, everyone, rng, check
-        self.where = where
+        self.where, self.skips, self.expand = where, skips, expand
         self.good: set[str] = set()
         self.dead: dict[str, str] = {}
 
@@ -385,7 +431,8 @@ class ShardPool:
 
     def _read(self, url: str) -> Iterator[dict]:
         usable, reason = url in self.good, None
-        for s in shard_samples(url):
+        samples = shard_samples(url)
+        for s in self.expand(samples) if self.expand is not None else samples:
             if not usable and "__bad__" not in s:
                 verdict = self.check(s)
                 if "__bad__" in verdict:
@@ -393,8 +440,11 @@ class ShardPool:
                 else:
                     usable = True
                     self.good.add(url)
-            if "__bad__" in s and reason is None:
-                reason = s["__bad__"][1].replace(f"{url}: ", "")
+            if "__bad__" in s:
+                self.skips.add(*s["__bad__"])
+                if reason is None:
+                    reason = s["__bad__"][1].replace(f"{url}: ", "")
+                continue
             yield s
         if not usable:
             self.dead[url] = reason or "no samples (empty shard)"
@@ -456,17 +506,39 @@ class TrainStream(IterableDataset):
         self.recipe_check, self.decode = recipe_check, decode
         self.epoch = 0
         self._pickers: dict[int, ReplicaPicker] = {}
+        self.skips = SkipLog()  # one per process: a loader worker's copy lives across epochs
 
     def __iter__(self) -> Iterator[dict]:
         worker, _ = _worker()
         rng = partial(stream_rng, self.seed, self.rank, worker, self.epoch)
         self.epoch += 1
+        self.skips.again()
         streams = [self._set_stream(i, rng) for i in range(len(self.sets))]
         stream = streams[0] if len(streams) == 1 else mixed(streams, self.weights, rng("mix"))
-        return batches(drop_bad(stream), self.batch_size, partial_last=False)
+        return batches(stream, self.batch_size, False, self.skips)
+
+    def _pool(
+        self,
+        idx: int,
+        rng: Callable[[str], random.Random],
+        check: Callable[[dict], dict],
+        expand: Callable[[Iterable[dict]], Iterable[dict]] | None = None,
+    ) -> ShardPool:
+        """This rank's shard pool of set ``idx``, recording what its reads find bad here."""
+        urls = self.sets[idx]
+        return ShardPool(
+            self.names[idx],
+            split_by_rank(urls, self.rank, self.world),
+            list(urls),
+            rng(f"shards{idx}"),
+            check,
+            f"rank {self.rank}/{self.world}",
+            self.skips,
+            expand,
+        )
 
     def _set_stream(self, idx: int, rng: Callable[[str], random.Random]) -> Iterator[dict]:
-        urls, need_soft = self.sets[idx], self.online is None
+        need_soft = self.online is None
         if self.recipes[idx] is not None:
             yield from self._recipe_stream(idx, rng)
             return
@@ -477,17 +549,13 @@ class TrainStream(IterableDataset):
             need_soft=need_soft,
             keep_jpeg=self.decode == "gpu" and self.online is None,  # online crops need pixels
         )
-        pool = ShardPool(
-            self.names[idx],
-            split_by_rank(urls, self.rank, self.world),
-            list(urls),
-            rng(f"shards{idx}"),
-            partial(decode, flip=False),
-            f"rank {self.rank}/{self.world}",
-        )
+        pool = self._pool(idx, rng, partial(decode, flip=False))
         aug = rng(f"augment{idx}")
         for raw in shuffled(pool, self.shuffle, rng(f"shuffle{idx}")):
             s = decode(raw, flip=self.flip and self.online is None, rng=aug)
+            if "__bad__" in s:
+                self.skips.add(*s["__bad__"])
+                continue
             if self.online is not None:
                 s = crop_raw(s, **self.online, flip=self.flip, rng=aug)
             yield s
@@ -495,24 +563,20 @@ class TrainStream(IterableDataset):
     def _recipe_stream(self, idx: int, rng: Callable[[str], random.Random]) -> Iterator[dict]:
         """A recipe set: groups read, one entry per image shuffled, each rendered as the next of
         its replicas (``ReplicaPicker``: different views on successive visits)."""
-        urls = self.sets[idx]
         replay = Replayer(self.recipes[idx], self.num_classes, self.recipe_check)
         worker, _ = _worker()
         pick = self._pickers.setdefault(idx, ReplicaPicker(self.seed, self.rank, worker))
         decode = partial(
             decode_view, replay=replay, num_classes=self.num_classes, source=idx, flip=self.flip
         )
-        pool = ShardPool(
-            self.names[idx],
-            split_by_rank(urls, self.rank, self.world),
-            list(urls),
-            rng(f"shards{idx}"),
-            partial(decode, pick=None, flip=False),
-            f"rank {self.rank}/{self.world}",
-        )
+        pool = self._pool(idx, rng, partial(decode, pick=None, flip=False), expand_groups)
         aug = rng(f"augment{idx}")
-        for raw in shuffled(expand_groups(pool), self.shuffle, rng(f"shuffle{idx}")):
-            yield decode(raw, pick=pick, rng=aug)
+        for raw in shuffled(pool, self.shuffle, rng(f"shuffle{idx}")):
+            s = decode(raw, pick=pick, rng=aug)
+            if "__bad__" in s:
+                self.skips.add(*s["__bad__"])
+                continue
+            yield s
 
 
 def train_pipeline(*args, **kwargs) -> TrainStream:
@@ -543,7 +607,8 @@ class ValStream(IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         worker, workers = _worker()
-        return batches(drop_bad(self._samples(worker, workers)), self.batch_size, True)
+        skips = SkipLog()  # each pass reports its own skips
+        return batches(skips.drop_bad(self._samples(worker, workers)), self.batch_size, True, skips)
 
     def _samples(self, worker: int, workers: int) -> Iterator[dict]:
         offsets = [0, *itertools.accumulate(self.counts)]

@@ -4,11 +4,12 @@ Python's ``tarfile`` (which webdataset's reader uses) builds a ``TarInfo`` for e
 header; shards are plain ustar archives of regular files, so the header fields needed here
 (name, size, type) are read directly. No benchmark row times this reader on its own (the
 end-to-end rate is bench/data.py's "Streaming: shards vs ImageFolder" row). PAX and GNU
-long-name records are understood; anything malformed or cut short raises ``tarfile.ReadError``
-with the shard named, for the pipeline's handler. A member's size is checked against the bytes
-left in the shard before it is read (the file's size, or the length a server announced), and a
-stream of unknown length is read in bounded pieces: a header claiming 64 GB is a ``ReadError``
-naming the shard, never a 64 GB allocation.
+long-name records are understood; anything malformed or cut short (a member's bytes, or the
+end-of-archive zero blocks every tar writer adds) raises ``tarfile.ReadError`` with the shard
+named, for the pipeline's handler. A member's size is checked against the bytes left in the
+shard before it is read (the file's size, or the length a server announced), and a stream of
+unknown length is read in bounded pieces: a header claiming 64 GB is a ``ReadError`` naming the
+shard, never a 64 GB allocation.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ def _records(stream, url: str, lazy: Container[str]) -> Iterator[tuple[str, byte
     long_name: str | None = None
     left = stream_length(stream)  # bytes not yet consumed; None: unknown
     end = os.fstat(stream.fileno()).st_size if lazy else None
+    started = False
     while True:
         header = stream.read(BLOCK)
         if left is not None:
@@ -87,9 +89,12 @@ def _records(stream, url: str, lazy: Container[str]) -> Iterator[tuple[str, byte
         if len(header) < BLOCK:
             if header.strip(b"\0"):
                 raise tarfile.ReadError(f"{url}: truncated tar header")
+            if started and not header:  # a tar ends with zero blocks: cut between two members
+                raise tarfile.ReadError(f"{url}: cut short (no end-of-archive marker)")
             return
         if not header.strip(b"\0"):
             return  # end-of-archive marker
+        started = True
         try:
             size = _octal(header[124:136])
         except ValueError as e:

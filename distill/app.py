@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import students
 from common.files import wait_for_files
+from common.weights import CheckpointError as WeightsError
 from data import remote, urls
 from data.build import BuildConfigError
 from data.remote import RemoteError
@@ -29,9 +30,11 @@ from data.sources import SourceError
 from data.stream import NoUsableSample
 from data.teacher_setup import MissingTeacherError
 from data.urls import UrlError
-from distill.checkpoints import resolve_resume
+from distill.checkpoints import AtomicCheckpointIO, resolve_resume
 from distill.config import check_schema
+from distill.losses import KINDS, kd_params
 from distill.preemption import install_sigterm_escape
+from distill.run_files import store_relative
 from distill.summary import (
     build_skips,
     data_teachers,
@@ -183,6 +186,12 @@ def check_values(c: dict) -> None:
             "a positive number",
         ),
         (
+            "loss.kind",
+            c["loss"]["kind"],
+            c["loss"]["kind"] in KINDS,
+            f"one of {', '.join(KINDS)} (conf/loss/)",
+        ),
+        (
             "ema.decay",
             c["ema"]["decay"],
             isinstance(c["ema"]["decay"], int | float) and 0 <= c["ema"]["decay"] < 1,
@@ -192,6 +201,10 @@ def check_values(c: dict) -> None:
     for key, value, ok, expected in checks:
         if not ok:
             raise UsageError(f"{key} must be {expected}, got {value!r}")
+    try:
+        kd_params(c["loss"])  # the kind and its weights, checked as the module will
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     if t.get("max_steps") == -1 and not _positive_int(t.get("max_epochs")):
         raise UsageError("trainer.max_steps=-1 needs trainer.max_epochs set to a positive integer")
     for key in ("data.train_sets", "baseline.train_sets"):
@@ -273,6 +286,7 @@ def make_trainer(c: dict, out: Path, loggers: list, callbacks: list, **overrides
         default_root_dir=str(out),
         logger=loggers,
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
     )
 
 
@@ -348,7 +362,7 @@ def make_callbacks(c: dict, dm, out: Path, mode: str) -> tuple:
     """(best checkpoint, last checkpoint, every callback of the fit)."""
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-    from distill.callbacks import SampleGrids
+    from distill.callbacks import SampleGrids, ValidateAtEnd
     from distill.checkpoints import LastCheckpoint
 
     ckpt_dir = out / "checkpoints"
@@ -360,7 +374,7 @@ def make_callbacks(c: dict, dm, out: Path, mode: str) -> tuple:
         save_last=False,
     )
     last = LastCheckpoint(ckpt_dir)
-    callbacks = [best, last, LearningRateMonitor("step")]
+    callbacks = [ValidateAtEnd(), best, last, LearningRateMonitor("step")]
     if mode != "online":
         callbacks.append(SampleGrids(dm.root, list(dm.train_sets)))
     return best, last, callbacks
@@ -468,13 +482,28 @@ def start_run(cfg: DictConfig) -> dict:
     return c
 
 
+# config mistakes and refused teacher weights: a one-line usage error, not a traceback
+SETUP_ERRORS = (
+    BuildConfigError,
+    SourceError,
+    MissingTeacherError,
+    WeightsError,
+    UrlError,
+    RemoteError,
+)
+
+
 def prepare_data(c: dict) -> None:
     """``ensure_data``, with config mistakes and unreachable or refused sets as one-line errors."""
     remote.configure(remote.transport_from_config(c))
     try:
         ensure_data(c)
-    except (BuildConfigError, SourceError, MissingTeacherError, UrlError, RemoteError) as e:
-        raise UsageError(str(e)) from None
+    except SETUP_ERRORS as e:
+        raise UsageError(_one_line(e)) from None
+
+
+def _one_line(e: BaseException) -> str:
+    return "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
 
 
 def distil(c: dict, out: Path, resume: tuple[str | None, int]) -> tuple:
@@ -486,7 +515,10 @@ def distil(c: dict, out: Path, resume: tuple[str | None, int]) -> tuple:
     dm.prepare()
     teacher = None
     if c["mode"] == "online" or c["loss"]["feature_weight"] > 0:
-        teacher = teacher_from_config(c["teacher"], num_classes=dm.num_classes)
+        try:
+            teacher = teacher_from_config(c["teacher"], num_classes=dm.num_classes)
+        except SETUP_ERRORS as e:
+            raise UsageError(_one_line(e)) from None
     # seeded again: building the data in this run (a cold cache) draws from the global RNGs,
     # and the student's initialisation must not depend on whether the cache was warm
     L.seed_everything(c["seed"], workers=True, verbose=False)
@@ -524,7 +556,7 @@ def finish_run(c: dict, summary: dict, result: dict, dm, out: Path, wall_start: 
     if c["export"]["enabled"]:
         summary["exports"] = export_run(c, result, dm, out)
     summary["total_wall_s"] = round(time.perf_counter() - wall_start, 1)
-    write_json(out / "results.json", summary)
+    write_json(out / "results.json", store_relative(summary, out))
     report = None
     if c["report"]["enabled"]:  # after results.json: a failed report is a warning, not a lost run
         from distill.report import report_run

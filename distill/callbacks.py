@@ -1,4 +1,5 @@
-"""Callbacks of a distillation run: sample grids to W&B (checkpoints: distill/checkpoints.py)."""
+"""Callbacks of a distillation run: sample grids to W&B, a validation at the last step
+(checkpoints: distill/checkpoints.py)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,19 @@ class SampleGrids(L.Callback):
                 logger.log_image("data/samples", images, caption=self.sets)
             except Exception as e:  # a preview must never stop training
                 log.warning("could not log sample grids to W&B: %s", e)
+
+
+class ValidateAtEnd(L.Callback):
+    """The last training step always validates, so its metrics and checkpoints are saved.
+
+    Lightning validates at the end of a (nominal) epoch, every ``check_val_every_n_epoch``: a
+    ``max_steps`` that ends mid-epoch, or before the first validation, stopped with no top-1,
+    no best checkpoint, and results that described older weights than the exported ones. At the
+    last step this asks the loop to stop (which validates, as early stopping does), in any epoch.
+    """
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if 0 < trainer.max_steps <= trainer.global_step:
+            trainer.should_stop = True
+            if trainer.check_val_every_n_epoch is not None:  # None: validation by steps
+                trainer.check_val_every_n_epoch = 1

@@ -3,8 +3,10 @@
 Lightning's ``ModelCheckpoint(monitor=..., save_last=True)`` rewrites ``last.ckpt`` only when a
 new best is saved (Lightning 2.6), so ``ckpt_path=last`` could silently go back in training.
 ``LastCheckpoint`` writes it after every validation, at the end of training and on SIGTERM (also
-when a SIGTERM to the process group killed the loader workers), each time to a temporary name
-first, so a kill mid-write never leaves a truncated ``last.ckpt``.
+when a SIGTERM to the process group killed the loader workers). ``AtomicCheckpointIO`` writes
+every checkpoint (best, last, SLURM's ``hpc_ckpt``) to a temporary name beside it first, so a kill
+mid-write never leaves a truncated file, and a failed write (a full disk) is one line that
+removes the temporary file and keeps the previous checkpoint.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from distill.preemption import stopped_by_sigterm
 
@@ -32,16 +35,44 @@ class CheckpointError(SystemExit):
         super().__init__(f"error: {message}")
 
 
-def save_atomically(trainer: L.Trainer, path: Path) -> None:
-    """``trainer.save_checkpoint`` to ``path`` via a temporary name (every rank must call it)."""
-    tmp = path.with_name(path.name + ".tmp")
-    trainer.save_checkpoint(tmp, weights_only=False)  # collective: rank 0 writes, all wait
-    if trainer.is_global_zero:
-        os.replace(tmp, path)
+class CheckpointWriteError(SystemExit):
+    """A checkpoint could not be written (a full disk, a quota); the message says which."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"error: {message}")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to ``<name>.tmp`` in its folder, then renames it into place.
+
+    Lightning's own writer stages the file in the system temp folder and moves it over: across
+    file systems that is a copy, which a full disk left half-written under the temporary name.
+    """
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None or "://" in str(path):  # remote: Lightning's writer
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            kept = f"; the previous {path.name} is kept" if path.is_file() else ""
+            raise CheckpointWriteError(
+                f"could not write checkpoint {path}: {e.strerror or e}{kept}"
+            ) from None
 
 
 class LastCheckpoint(L.Callback):
-    """Keeps ``<dirpath>/last.ckpt`` at the latest step: after validation, at the end, on SIGTERM."""
+    """Keeps ``<dirpath>/last.ckpt`` at the latest step: after validation, at the end, on SIGTERM.
+
+    The trainer's checkpoint writer makes each write atomic (``AtomicCheckpointIO``, which the
+    app's ``make_trainer`` installs).
+    """
 
     def __init__(self, dirpath: str | Path) -> None:
         self.dirpath = Path(dirpath)
@@ -51,11 +82,11 @@ class LastCheckpoint(L.Callback):
     def path(self) -> Path:
         return self.dirpath / LAST
 
-    def _save(self, trainer: L.Trainer) -> None:
-        if self.saved_step == trainer.global_step and self.path.is_file():
+    def _save(self, trainer: L.Trainer, again: bool = False) -> None:
+        if not again and self.saved_step == trainer.global_step and self.path.is_file():
             return
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        save_atomically(trainer, self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # collective: every rank calls it
         self.saved_step = trainer.global_step
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -63,7 +94,9 @@ class LastCheckpoint(L.Callback):
             self._save(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._save(trainer)
+        # also after a save at this step's validation: that one ran before the loop counted the
+        # step as logged, and a run resumed from it logged every later step one step early
+        self._save(trainer, again=True)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception) -> None:
         if stopped_by_sigterm(exception, trainer):  # loader workers may be dead: no data needed

@@ -40,11 +40,10 @@ from distill.config import (
 )
 from distill.holder import TeacherHolder
 from distill.losses import kd_loss, kd_params, soften
+from distill.skips import TrainingSkips
 from teachers import FrozenTeacher
 
 log = logging.getLogger("distill")
-
-MAX_SKIP_REASONS = 20
 
 
 def ema_update(decay: float, warmup: bool = True):
@@ -135,9 +134,7 @@ class DistillModule(L.LightningModule):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self._make_metrics(num_classes)
-        self.train_skipped = 0
-        self.skip_reasons: list[tuple[str, str]] = []  # the first MAX_SKIP_REASONS, by sample
-        self._skipped_all_ranks: int | None = None
+        self.skips = TrainingSkips()
         self._tick: float | None = None
         self._first_step: float | None = None
         self.compile_seconds: float | None = None  # the first step's time, when compiling
@@ -281,13 +278,9 @@ class DistillModule(L.LightningModule):
             loss_feat = F.mse_loss(self.projection(pre.float()), target_features)
             loss = loss + cfg.feature_weight * loss_feat
             self.log("train/loss_feature", loss_feat)
-        skipped = batch.get("skipped", [])
-        self.train_skipped += len(skipped)
-        room = MAX_SKIP_REASONS - len(self.skip_reasons)
-        if skipped and room > 0:
-            self.skip_reasons.extend((str(k), str(r)) for k, r in skipped[:room])
+        self.skips.update(batch.get("skipped", []))
         self.log("train/loss", loss, prog_bar=True)
-        self.log("data/skipped_total", float(self.train_skipped), on_step=True, on_epoch=False)
+        self.log("data/skipped_total", float(self.skips.count), on_step=True, on_epoch=False)
         return loss
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
@@ -315,25 +308,18 @@ class DistillModule(L.LightningModule):
             self.ema.update_parameters(self.student)  # once per real optimizer step
 
     def skipped_summary(self) -> dict:
-        """Training samples skipped: count (all ranks, once fit ended) and this rank's reasons."""
-        count = self.train_skipped if self._skipped_all_ranks is None else self._skipped_all_ranks
-        return {"count": count, "first": [list(x) for x in self.skip_reasons]}
+        """Distinct training samples and shards skipped (every rank's, once fit ended): count and
+        the first reasons (``distill.skips``)."""
+        return self.skips.summary()
 
     def on_fit_end(self) -> None:
-        mine = torch.tensor(float(self.train_skipped), device=self.device)
-        self._skipped_all_ranks = int(self.trainer.strategy.reduce(mine, reduce_op="sum"))
+        self.skips.merge_ranks()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # a resumed run keeps counting (this rank's count: each rank resumes its own)
-        checkpoint["skipped"] = {
-            "count": self.train_skipped,
-            "first": self.skipped_summary()["first"],
-        }
+        checkpoint["skipped"] = self.skips.state()  # a resumed run keeps counting
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        saved = checkpoint.get("skipped") or {}
-        self.train_skipped = int(saved.get("count", 0))
-        self.skip_reasons = [tuple(x) for x in saved.get("first", [])]
+        self.skips.load(checkpoint.get("skipped") or {})
 
     def on_train_epoch_start(self) -> None:
         self._tick = None

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from data import urls
+from distill.run_files import resolve_in_run
 
 
 class NotARunError(ValueError):
@@ -38,7 +39,7 @@ def load_results(run_dir: Path) -> dict:
             f"{run_dir} is not a run directory: it has no results.json "
             "(python -m distill writes one when a run ends)"
         )
-    return json.loads(path.read_text())
+    return resolve_in_run(json.loads(path.read_text()), run_dir)
 
 
 def run_config(run_dir: Path) -> dict:

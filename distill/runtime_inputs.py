@@ -85,12 +85,15 @@ class Source:
 
 def find_model_file(run_dir: Path) -> Path:
     """The run's exported student (``results.json``'s choice, else ``export/<student>.safetensors``),
-    else its last checkpoint."""
+    else its last checkpoint; always a file inside ``run_dir`` (``distill.run_files``)."""
     import json
+
+    from distill.run_files import resolve_in_run
 
     results = run_dir / "results.json"
     if results.is_file():
-        path = (json.loads(results.read_text()).get("exports") or {}).get("safetensors")
+        exports = resolve_in_run(json.loads(results.read_text()), run_dir).get("exports") or {}
+        path = exports.get("safetensors")
         if path and Path(path).is_file():
             return Path(path)
     exports = sorted(

@@ -5,7 +5,8 @@ the file is written, loaded in that runtime and scored on the run's validation s
 the runtime itself, next to PyTorch fp32 on the same views. Latency is batch 1 on this CPU,
 p50/p90 over ``runs`` calls after warm-up, one row per thread count. All files go to a staging
 folder first and move into ``out_dir`` only when every export succeeded, with
-``runtimes.json`` last: a rejected export leaves nothing behind.
+``runtimes.json`` last: a rejected export leaves nothing behind, and the next export removes the
+staging folder a killed one left.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,6 +28,7 @@ from students.runtimes.base import Predict, export_copy
 from students.weights import ExportMeta
 
 TABLE = "runtimes.json"
+STAGE_PREFIX = ".runtimes-"
 WARMUP = 10
 
 
@@ -98,6 +101,26 @@ def write_json_atomic(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+def remove_dead_stages(out_dir: Path) -> None:
+    """Remove the staging folders of exports that were killed: this host's, whose process is
+    gone (``.runtimes-<host>-<pid>.tmp``; older versions wrote ``.runtimes-<pid>.tmp``). An
+    export still running into the same folder, here or on another host, keeps its own."""
+    for stage in out_dir.glob(f"{STAGE_PREFIX}*.tmp"):
+        host, _, pid = stage.name[len(STAGE_PREFIX) : -len(".tmp")].rpartition("-")
+        if pid.isdigit() and host in ("", socket.gethostname()) and not _running(int(pid)):
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def export_runtimes(
     model: nn.Module,
     meta: ExportMeta,
@@ -127,7 +150,8 @@ def export_runtimes(
     reference = pytorch_logits(model, x)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stage = out_dir / f".runtimes-{os.getpid()}.tmp"
+    remove_dead_stages(out_dir)
+    stage = out_dir / f"{STAGE_PREFIX}{socket.gethostname()}-{os.getpid()}.tmp"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir()
     rows: list[dict] = []

@@ -3,6 +3,7 @@ the module CLIs run as a user runs them, and a pickle that would run code if it 
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -142,3 +143,19 @@ class CodeRunningPickle:
 
     def __reduce__(self):
         return (os.mkdir, (self.target,))
+
+
+def garble_jpegs(url: Path, keys: set[str] | None = None) -> list[str]:
+    """Replace the JPEGs (``<key>.jpg``, a recipe group's ``<key>.<i>.jpg``) of ``keys`` (of
+    every sample without) by bytes no decoder takes; returns the keys garbled."""
+    with tarfile.open(url) as tar:
+        members = [(t, tar.extractfile(t).read()) for t in tar]
+    garbled = []
+    with tarfile.open(url, "w") as tar:
+        for info, payload in members:
+            key, _, ext = info.name.partition(".")
+            if ext.rpartition(".")[2] == "jpg" and (keys is None or key in keys):
+                payload, info.size = b"not a jpeg", len(b"not a jpeg")
+                garbled.append(key)
+            tar.addfile(info, io.BytesIO(payload))
+    return garbled

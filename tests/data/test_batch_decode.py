@@ -198,6 +198,7 @@ def test_a_real_trainer_with_device_decode_counts_bad_images_and_finishes(kind, 
     )
     trainer.fit(module, datamodule=dm)
     assert trainer.global_step == 10
-    assert module.train_skipped >= 1
-    assert any(bad in where for where, _ in module.skip_reasons)
+    skipped = module.skipped_summary()
+    assert skipped["count"] >= 1
+    assert any(bad in where for where, _ in skipped["first"])
     assert "val/top1" in trainer.callback_metrics

@@ -1,12 +1,16 @@
-"""Preview grids of real shard sets: tiles, captions, the command line."""
+"""Preview grids of real shard sets: tiles, captions, the command line, bad views skipped."""
 
 from __future__ import annotations
+
+import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from data.preview import CAPTION, TILE, grid, main
-from tests.helpers import write_set
+from data.preview import CAPTION, TILE, grid, main, stored_views
+from data.shards import read_manifest
+from tests.helpers import garble_jpegs, read_samples, write_set
 
 
 @pytest.fixture(scope="module")
@@ -48,3 +52,20 @@ def test_cli_writes_one_png_per_set_with_a_manifest(sets, tmp_path, capsys):
 def test_cli_on_a_folder_without_sets_says_so(tmp_path):
     with pytest.raises(SystemExit, match="no built shard sets"):
         main([str(tmp_path)])
+
+
+def test_a_bad_member_and_a_cut_shard_are_skipped_and_named(tmp_path, capsys):
+    set_dir = write_set(tmp_path, "randaug", [5, 4])
+    first, second = (Path(u) for u in read_manifest(set_dir).urls())
+    (bad,) = garble_jpegs(first, {sorted(read_samples(str(first)))[2]})
+    with tarfile.open(second) as tar:
+        third_jpg = [m for m in tar.getmembers() if m.name.endswith(".jpg")][2]
+    second.write_bytes(second.read_bytes()[: third_jpg.offset_data + 10])  # two samples whole
+    skipped: list[tuple[str, str]] = []
+    views = list(stored_views(read_manifest(set_dir), skipped))
+    assert len(views) == 4 + 2 and len(skipped) == 2
+    (where, why), (shard, cut) = skipped
+    assert where == f"{first}:{bad}" and "UnidentifiedImageError" in why
+    assert shard == "shard" and cut.startswith(f"ReadError: {second}: truncated member")
+    main([str(tmp_path), "--n", "16", "--out", str(tmp_path / "previews")])
+    assert f"skipped 2, e.g. {first}:{bad}: UnidentifiedImageError" in capsys.readouterr().out

@@ -17,7 +17,7 @@ from data.datamodule import DistillDataModule
 from data.recipes import VIEWS, Replayer, ReplicaPicker, group_size, view_digest
 from data.shards import read_manifest, shard_name, write_json_atomic, write_shard
 from data.sources import DigitsSource
-from data.stream import NoUsableSample, loader, train_pipeline
+from data.stream import NoUsableSample, expand_groups, loader, train_pipeline
 from data.verify import main as verify_main
 from data.verify import verify
 from teachers import create_teacher, soft_labels
@@ -252,6 +252,7 @@ def _set_field(field: str, value):
             lambda s: {k: v for k, v in s.items() if k != "0.jpg"},
             "0.jpg",
         ),
+        ("undecodable source", "randaug", lambda s: {**s, "0.jpg": b"no jpeg"}, "ImageError"),
         ("class count", "mixup", _set_field("cls", 60), "class 60"),
         ("digest", "mixup", _set_field("digest", 12345), "differs from the one the teacher"),
         ("no views", "mixup", lambda s: {k: v for k, v in s.items() if k != VIEWS}, "views.npy"),
@@ -270,6 +271,24 @@ def test_bad_recipes_are_skips_naming_shard_and_key_and_a_dead_set_fails_fast(
     skipped = [x for b in _batches(_stream(one), 6) for x in b["skipped"]]
     assert skipped and all(reason in why for _, why in skipped), skipped[:3]
     assert all(f"{set_name}-000000.tar:" in where for where, _ in skipped)
+
+
+def test_a_group_missing_an_image_member_names_it_and_keeps_the_images_after_it(
+    recipe_sets, tmp_path
+):
+    root, *_ = recipe_sets
+    gap = _one_shard_set(
+        root / "mixup", tmp_path / "gap", lambda s: {k: v for k, v in s.items() if k != "1.jpg"}
+    )
+    url = read_manifest(gap).urls()[0]
+    key, sample = next(iter(read_samples(url).items()))
+    sample = {"__key__": key, "__url__": url, **sample}
+    assert group_size(sample) == 4  # the group's classes say 4 images, the gap included
+    entries = list(expand_groups([sample]))
+    assert [e.get("__image__") for e in entries] == [0, None, 2, 3]
+    assert entries[1]["__bad__"] == (f"{url}:{key}:1", "group lacks 1.jpg")
+    skipped = [x for b in _batches(_stream(gap), 6) for x in b["skipped"]]
+    assert (f"{url}:{key}:1", "group lacks 1.jpg") in [tuple(x) for x in skipped]
 
 
 def test_an_unknown_op_table_or_format_is_refused_before_training(recipe_sets):
@@ -320,6 +339,21 @@ def test_preview_renders_recipe_views(recipe_sets):
         img.size == (4 * 96, 2 * (96 + 26))
         and len(np.unique(np.asarray(img).reshape(-1, 3), axis=0)) > 50
     )
+
+
+def test_preview_skips_a_recipe_with_a_bad_crop_box_and_names_it(recipe_sets, tmp_path):
+    from data.preview import stored_views
+
+    root, *_ = recipe_sets
+    bad = _one_shard_set(root / "mixup", tmp_path / "bad", _set_field("crop", 9999), True)
+    m = read_manifest(bad)
+    url = m.urls()[0]
+    key = next(iter(read_samples(url)))
+    skipped: list[tuple[str, str]] = []
+    views = list(stored_views(m, skipped))
+    assert [where for where, _ in skipped] == [f"{url}:{key}:{i}" for i in range(4)]
+    assert all("crop box" in why for _, why in skipped)
+    assert len(views) == m.num_samples - 4  # the images of every other group shown
 
 
 def test_the_same_seed_picks_the_same_views_wherever_the_set_lives(recipe_sets, tmp_path):

@@ -65,3 +65,18 @@ def test_ustar_prefix_field_is_joined_to_the_name():
     assert list(samples(io.BytesIO(buf.getvalue()))) == [
         {"__key__": "sample_1", "__url__": "?", "jpg": b"abc"}
     ]
+
+
+def test_a_tar_cut_between_two_members_is_an_error_not_a_shorter_shard():
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for key in ("a", "b"):
+            info = tarfile.TarInfo(f"{key}.cls")
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"1"))
+    data = buf.getvalue()
+    assert [s["__key__"] for s in samples(io.BytesIO(data), "t.tar")] == ["a", "b"]
+    cut = data[: 2 * 512]  # member a whole (header + one block), then nothing
+    with pytest.raises(tarfile.ReadError, match="t.tar: cut short"):
+        list(samples(io.BytesIO(cut), "t.tar"))
+    assert list(members(io.BytesIO(b""), "empty.tar")) == []  # an empty file is not cut

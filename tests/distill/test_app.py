@@ -36,8 +36,10 @@ def test_tiny_run_per_student_trains_validates_and_checkpoints(
     r = _results(tmp_path)
     assert r["global_step"] == 12 and 0.0 <= metric <= 1.0
     assert {"val/top1", "val/top5", "val/ema_top1", "val/agree_top1"} <= set(r["student_metrics"])
-    assert Path(r["last_checkpoint"]).is_file() and Path(r["best_checkpoint"]).is_file()
-    again = students.create_model(name, num_classes=10, checkpoint=r["exports"]["safetensors"])
+    assert (tmp_path / r["last_checkpoint"]).is_file()
+    assert (tmp_path / r["best_checkpoint"]).is_file()  # relative to the run directory
+    weights = tmp_path / r["exports"]["safetensors"]
+    again = students.create_model(name, num_classes=10, checkpoint=weights)
     assert again.num_classes == 10
     assert (tmp_path / "csv" / "metrics.csv").is_file()
 

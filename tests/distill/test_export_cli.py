@@ -5,6 +5,10 @@ runtime's top-1 computed through the runtime; each bad input is one line and an 
 from __future__ import annotations
 
 import json
+import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -157,6 +161,31 @@ def test_the_table_has_a_row_per_runtime_precision_and_thread_count(run_dir, tmp
     ]
     assert all(set(r) >= KEYS for r in rows) and rows[0]["bytes"] == 10
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mnv4_conv_s.bin", TABLE]
+
+
+KILLED_EXPORT = """
+import os, signal, sys
+stage = os.path.join(sys.argv[1], f".runtimes-{os.getpid()}.tmp")
+os.makedirs(stage)
+open(os.path.join(stage, "mnv4_conv_s.onnx"), "wb").write(b"half an export")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_rerun_removes_the_staging_folder_a_killed_export_left(run_dir, tmp_path, fakes):
+    killed = subprocess.run([sys.executable, "-c", KILLED_EXPORT, str(tmp_path)], check=False)
+    assert killed.returncode == -signal.SIGKILL
+    (left,) = tmp_path.glob(".runtimes-*.tmp")
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        live = tmp_path / f".runtimes-{socket.gethostname()}-{running.pid}.tmp"
+        live.mkdir()  # an export still at work in the same folder
+        args = [str(run_dir), "--runtimes", "writes", "--threads", "1", "--runs", "2"]
+        assert main([*args, "--out", str(tmp_path)]) == 0
+    finally:
+        running.kill()
+        running.wait()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "mnv4_conv_s.bin", TABLE]
 
 
 @pytest.mark.slow

@@ -72,6 +72,35 @@ def test_report_command_line_renders_a_run_directory(smoke_run, tmp_path):
     _check_page(run_dir)
 
 
+def test_a_copied_run_directory_hands_out_its_own_files(smoke_run, tmp_path):
+    import json
+
+    from distill.report_data import load_results
+    from distill.runtime_inputs import find_model_file
+
+    stored = json.loads((smoke_run / "results.json").read_text())
+    assert stored["exports"]["safetensors"] == "export/mnv4_conv_s.safetensors"
+    assert str(smoke_run) not in (smoke_run / "results.json").read_text()
+    copy = shutil.copytree(smoke_run, tmp_path / "copy")
+    assert find_model_file(copy) == copy.resolve() / "export" / "mnv4_conv_s.safetensors"
+    files = load_results(copy)
+    assert Path(files["last_checkpoint"]) == copy.resolve() / "checkpoints" / "last.ckpt"
+    assert Path(files["best_checkpoint"]).parent == copy.resolve() / "checkpoints"
+    # a results.json written before paths were relative names the original run's files
+    old = {
+        **stored,
+        "output_dir": str(smoke_run),
+        "last_checkpoint": str(smoke_run / "checkpoints" / "last.ckpt"),
+        "exports": {"safetensors": str(smoke_run / "export" / "mnv4_conv_s.safetensors")},
+    }
+    (copy / "results.json").write_text(json.dumps(old))
+    assert find_model_file(copy) == copy.resolve() / "export" / "mnv4_conv_s.safetensors"
+    assert Path(load_results(copy)["last_checkpoint"]).is_relative_to(copy.resolve())
+    outside = {**old, "output_dir": "/elsewhere", "last_checkpoint": old["last_checkpoint"]}
+    (copy / "results.json").write_text(json.dumps(outside))
+    assert load_results(copy)["last_checkpoint"] is None  # never a file out of the run
+
+
 def test_a_directory_that_is_not_a_run_gets_a_one_line_error(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()

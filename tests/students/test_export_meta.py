@@ -4,6 +4,7 @@ dynamic H/W in onnxruntime, the run's EMA-or-raw choice, and the ``python -m stu
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -180,6 +181,14 @@ def test_export_student_writes_raw_when_it_validates_better(tmp_path):
     assert meta.mean == MEAN and meta.std == STD and meta.resolution == 64
     assert read_export_meta(r["ema_safetensors"]).weights == "ema"
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_exported_safetensors_have_the_mode_of_every_other_output(tmp_path):
+    r = export_student(_module(), tmp_path, "mnv4_conv_s", {"onnx": False}, {}, CLASSES, 64)
+    (tmp_path / "notes.txt").write_text("any other output")
+    expected = stat.S_IMODE((tmp_path / "notes.txt").stat().st_mode)  # 0644 under umask 022
+    modes = {stat.S_IMODE(Path(r[k]).stat().st_mode) for k in ("safetensors", "ema_safetensors")}
+    assert modes == {expected}, (oct(expected), [oct(m) for m in modes])
 
 
 @pytest.mark.slow
