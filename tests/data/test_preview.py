@@ -66,6 +66,6 @@ def test_a_bad_member_and_a_cut_shard_are_skipped_and_named(tmp_path, capsys):
     assert len(views) == 4 + 2 and len(skipped) == 2
     (where, why), (shard, cut) = skipped
     assert where == f"{first}:{bad}" and "UnidentifiedImageError" in why
-    assert shard == "shard" and cut.startswith(f"ReadError: {second}: truncated member")
+    assert shard == "shard" and cut.startswith(f"ReadError: {second}: a member claims")
     main([str(tmp_path), "--n", "16", "--out", str(tmp_path / "previews")])
     assert f"skipped 2, e.g. {first}:{bad}: UnidentifiedImageError" in capsys.readouterr().out
