@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from common.images import decode_jpeg_hwc
-from data.labels import decode_soft_label, load_npy
-from data.recipes import CLASSES, Replayer, group_size
+from data.labels import decode_soft_label
+from data.recipes import Replayer, group_size
 from data.shards import read_manifest
 from data.tario import samples
 
@@ -45,12 +45,10 @@ def stored_views(manifest):
             cls = int(parts["cls"]) if "cls" in parts else None
             yield decode_jpeg_hwc(parts["jpg"]).numpy(), label, cls
             continue
-        classes = load_npy(parts[CLASSES])
         for i in range(group_size(parts)):
-            view, row = replay.render(parts, i, 0)
+            view, row, cls = replay.render(parts, i, 0)
             label = replay.codec.soft_label(row) if replay.codec.label else None
-            cls = int(classes[i]) if classes[i] >= 0 else None
-            yield view.permute(1, 2, 0).numpy(), label, cls
+            yield view, label, (cls if cls >= 0 else None)
 
 
 def grid(set_dir: str | Path, n: int = 16, columns: int = 8) -> Image.Image:

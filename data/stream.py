@@ -46,8 +46,9 @@ from torch.utils.data import IterableDataset, default_collate, get_worker_info
 from common.images import decode_jpeg_hwc
 from data.augment import random_resized_crop
 from data.batch_decode import jpeg_problem, pack_jpegs
-from data.labels import decode_soft_label, load_npy
-from data.recipes import CLASSES, BadRecipe, Replayer, ReplicaPicker, group_size
+from data.labels import decode_soft_label
+from data.recipes import BadRecipe, Replayer, ReplicaPicker, group_size
+from data.render import flip as flip_view
 from data.tario import samples as tar_members_by_key
 
 log = logging.getLogger("data")
@@ -181,9 +182,11 @@ def decode_view(
     source: int,
     flip: bool,
     rng: random.Random | None = None,
+    sources: dict | None = None,
 ) -> dict:
     """A recipe sample's image ``__image__`` rendered as one of its stored views (the replica
-    ``pick`` chooses; replica 0 without one), with its stored label; bad recipes are skips."""
+    ``pick`` chooses; replica 0 without one), with its stored label; bad recipes are skips.
+    ``sources``: decoded source images shared by the calls on one sample."""
     if "__bad__" in sample:
         return sample
     i = int(sample.get("__image__", 0))
@@ -193,27 +196,46 @@ def decode_view(
         # shards live (a path made every cache location pick differently)
         name = f"{Path(sample.get('__url__', '')).name}:{sample.get('__key__', '')}:{i}"
         replica = pick(name, views.shape[1]) if pick is not None else 0
-        view, row = replay.render(sample, i, replica, views)
-        soft = replay.codec.soft_label(row)
-        classes = load_npy(sample[CLASSES])
-        label = int(classes[i])
+        soft = replay.codec.soft_label(replay.row(views, i, replica))  # a bad class, by name
+        view, _, label = replay.render(sample, i, replica, views, sources)
         if not -1 <= label < num_classes:
             raise ValueError(f"class {label} outside [0, {num_classes})")
     except KeyError as e:
         return {"__bad__": (sample_key(sample), f"sample missing a key: {e.args[0]}")}
     except (BadRecipe, ValueError, IndexError) as e:
         return {"__bad__": (f"{sample_key(sample)}:{i}", f"{type(e).__name__}: {str(e)[:200]}")}
-    image = view.permute(1, 2, 0)
     if flip and rng is not None and rng.random() < 0.5:
-        image = image.flip(1)
+        view = flip_view(view)
     return {
-        "image": image.contiguous(),
+        "image": torch.from_numpy(view),
         "label": label,
         "source": source,
         "url": sample.get("__url__", ""),
         "key": f"{sample.get('__key__', '')}.{i}",
         "soft": soft,
     }
+
+
+def rendered_groups(
+    samples: Iterable[dict], render: Callable[..., dict], bad: list[dict]
+) -> Iterator[dict]:
+    """Recipe sets whose views read other images of their sample (mixup): every image of a
+    sample rendered as soon as the sample is read, each source decoded once for all of them.
+    Bad samples and views go to ``bad`` instead of the stream (the caller reports them at once)."""
+    for s in samples:
+        if "__bad__" in s:
+            bad.append(s)
+            continue
+        n = group_size(s)
+        if n == 0:
+            bad.append({"__bad__": (sample_key(s), "recipe sample has no source image (0.jpg)")})
+        sources: dict = {}
+        for i in range(n):
+            out = render({**s, "__image__": i}, sources=sources)
+            if "__bad__" in out:
+                bad.append(out)
+            else:
+                yield out
 
 
 def crop_raw(
@@ -507,9 +529,21 @@ class TrainStream(IterableDataset):
             partial(decode, pick=None, flip=False),
             f"rank {self.rank}/{self.world}",
         )
-        aug = rng(f"augment{idx}")
-        for raw in shuffled(expand_groups(pool), self.shuffle, rng(f"shuffle{idx}")):
-            yield decode(raw, pick=pick, rng=aug)
+        aug, order = rng(f"augment{idx}"), rng(f"shuffle{idx}")
+        if replay.variant.group == 1:  # a view reads its own image only: render after the shuffle
+            for raw in shuffled(expand_groups(pool), self.shuffle, order):
+                yield decode(raw, pick=pick, rng=aug)
+            return
+        # mixup: a sample's views read each other's images, so the sample is rendered when it is
+        # read (one decode per source instead of one per view and partner) and the buffer holds
+        # rendered views; skips found on the way are passed on at once, never buffered
+        bad: list[dict] = []
+        views = rendered_groups(pool, partial(decode, pick=pick, rng=aug), bad)
+        for s in shuffled(views, self.shuffle, order):
+            yield from bad
+            bad.clear()
+            yield s
+        yield from bad
 
 
 def train_pipeline(*args, **kwargs) -> TrainStream:
