@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from bench.common import quick, table, write_result
-from bench.data import _make_jpegs
+from bench.data import make_jpegs
 from data.builder import build_sets
 from data.datamodule import DistillDataModule
 from data.recipes import ViewCodec, encode_npy, tar_bytes
@@ -50,7 +50,8 @@ TEACHER_PX = 128  # the random teacher's input size: it only labels, its cost is
 GROUP = 8  # mixup group (conf/variant/mixup.yaml)
 
 
-def _teacher(num_classes: int, input_size: int, path: Path):
+def random_teacher(num_classes: int, input_size: int, path: Path):
+    """A random-init ``timm:resnet10t`` teacher saved and loaded as the project does."""
     torch.manual_seed(0)
     built = build_model("timm:resnet10t", num_classes, pretrained=False)
     built.preprocessing = Preprocessing(input_size=input_size)
@@ -58,7 +59,8 @@ def _teacher(num_classes: int, input_size: int, path: Path):
     return create_teacher(save_teacher(built, "timm:resnet10t", path))
 
 
-def _variants(size: int, raw_size: int, replicas: int, crop_scale, magnitude: int) -> dict:
+def recipe_variants(size: int, raw_size: int, replicas: int, crop_scale, magnitude: int) -> dict:
+    """D1 (RandAugment 2 ops at ``magnitude``) and D2 (extreme mixup, groups of 8) configs."""
     common = {
         "source": "s",
         "image_size": size,
@@ -78,7 +80,7 @@ def _variants(size: int, raw_size: int, replicas: int, crop_scale, magnitude: in
     }
 
 
-def _build_both(variants, source, teacher, root: Path, top_k: int | None) -> dict:
+def build_both_stores(variants, source, teacher, root: Path, top_k: int | None) -> dict:
     """Both stores of ``variants`` under ``root/<store>``: build seconds and manifests."""
     out = {}
     for store in ("recipe", "pixels"):
@@ -327,8 +329,9 @@ def profile_recipe_epoch(root: Path, batch: int, epoch: int, top: int = 10) -> d
     }
 
 
-def synthetic(tmp: Path, n_images: int, replicas: int) -> dict:
-    files = _make_jpegs(tmp / "folder", n_images, SOURCE_SIZE)
+def synthetic_source(tmp: Path, n_images: int, size: int) -> tuple[ImageFolderSource, list]:
+    """``n_images`` natural-like JPEGs of ``size`` px as a folder source with 1000 classes."""
+    files = make_jpegs(tmp / "folder", n_images, size)
     classes = sorted({p.parent.name for p, _ in files})
     classes += [f"c{i}" for i in range(len(classes), CLASSES)]
     (tmp / "classes.txt").write_text("\n".join(classes) + "\n")
@@ -336,12 +339,16 @@ def synthetic(tmp: Path, n_images: int, replicas: int) -> dict:
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # one warning per empty class (990 of them) otherwise
     try:
-        source = ImageFolderSource(tmp / "folder", tmp / "classes.txt")
+        return ImageFolderSource(tmp / "folder", tmp / "classes.txt"), files
     finally:
         quiet.setLevel(level)
-    teacher = _teacher(CLASSES, TEACHER_PX, tmp / "teacher1000.safetensors")
-    variants = _variants(224, RAW_SIZE, replicas, (0.08, 1.0), 9)
-    built = _build_both(variants, source, teacher, tmp / "synthetic", TOP_K)
+
+
+def synthetic(tmp: Path, n_images: int, replicas: int) -> dict:
+    source, files = synthetic_source(tmp, n_images, SOURCE_SIZE)
+    teacher = random_teacher(CLASSES, TEACHER_PX, tmp / "teacher1000.safetensors")
+    variants = recipe_variants(224, RAW_SIZE, replicas, (0.08, 1.0), 9)
+    built = build_both_stores(variants, source, teacher, tmp / "synthetic", TOP_K)
     jpeg_kb = float(np.mean([p.stat().st_size for p, _ in files])) / 1024
     return {"images": n_images, "source_px": SOURCE_SIZE, "source_jpeg_kb": round(jpeg_kb, 1)} | (
         built
@@ -350,9 +357,9 @@ def synthetic(tmp: Path, n_images: int, replicas: int) -> dict:
 
 def digits(tmp: Path, replicas: int) -> dict:
     source = DigitsSource("labelled", 32)
-    teacher = _teacher(10, 32, tmp / "teacher10.safetensors")
-    variants = _variants(32, 32, replicas, (0.5, 1.0), 5)
-    built = _build_both(variants, source, teacher, tmp / "digits", None)
+    teacher = random_teacher(10, 32, tmp / "teacher10.safetensors")
+    variants = recipe_variants(32, 32, replicas, (0.5, 1.0), 5)
+    built = build_both_stores(variants, source, teacher, tmp / "digits", None)
     return {"images": len(source.items)} | built
 
 

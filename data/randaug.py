@@ -6,12 +6,12 @@ torchvision's ``RandAugment``; the kernels are this module's, written for the lo
 - geometric ops (shear, translate, rotate) sample the nearest pixel through an integer map that
   is computed once per (op, magnitude, size) and cached, fill 0 (torchvision's default);
 - colour ops are lookup tables: one 256-entry table per channel (brightness, contrast,
-  posterize, solarize, autocontrast, equalize) or one 256 x 256 table of (pixel, degenerate
-  pixel) for the blends against a per-pixel image (colour: the grey image; sharpness: the
-  3x3 smoothed image, borders kept, as PIL's ``ImageEnhance`` defines them).
+  posterize, solarize, autocontrast, equalize), or for the blends against a per-pixel image
+  (colour: the grey image; sharpness: the 3x3 smoothed image, borders kept, as PIL's
+  ``ImageEnhance`` defines them) two fixed-point tables summed (data/render.py ``blend``).
 
-Every table entry is rounded once, in float64 on at most 65,536 values, and applied as a lookup,
-so a view comes out bit-identical on any CPU. On one core they run several times faster than
+Every table entry is rounded once, in float64 on 256 values, and applied as a lookup, so a view
+comes out bit-identical on any CPU. On one core they run several times faster than
 torchvision's PIL kernels with their image conversions (``python -m bench feed``).
 """
 
@@ -24,7 +24,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from data.render import BadRecipe
+from data.render import BadRecipe, blend
 
 OPS: tuple[str, ...] = (
     "Identity",
@@ -71,139 +71,132 @@ def magnitude(name: str, signed_bin: int, height: int, width: int) -> float:
 
 def _round_u8(values: np.ndarray) -> np.ndarray:
     """Round half up and saturate to uint8."""
-    return np.clip(np.floor(values + 0.5), 0, 255).astype(np.uint8)
+    return np.minimum(np.maximum(np.floor(values + 0.5), 0), 255).astype(np.uint8)
+
+
+@lru_cache(maxsize=256)
+def _table(name: str, mag: float, mean: int = 0) -> np.ndarray:
+    """The 256-entry table of a per-pixel colour op (contrast: around the grey ``mean``)."""
+    if name == "Brightness":
+        return _round_u8((1.0 + mag) * _LEVELS)
+    if name == "Contrast":
+        return _round_u8(mean + (1.0 + mag) * (_LEVELS - mean))
+    if name == "Posterize":
+        return (np.arange(256) & ((0xFF << (8 - int(mag))) & 0xFF)).astype(np.uint8)
+    # Solarize, as PIL's: pixels at or above the threshold inverted
+    return np.where(255.0 * mag <= _LEVELS, 255 - _LEVELS, _LEVELS).astype(np.uint8)
 
 
 # -- geometric ops ----------------------------------------------------------------------------
 @lru_cache(maxsize=64)
-def _source_map(name: str, mag: float, h: int, w: int) -> np.ndarray:
-    """[H, W, 2] int16 (x, y) source pixel of each output pixel (outside: the fill)."""
+def _source_map(name: str, mag: float, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """float32 [H, W] x and y of each output pixel's source pixel: whole numbers, so OpenCV's
+    nearest lookup reads them exactly (-1 or past the edge: the fill)."""
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5  # output pixel centres
     if name == "ShearX":  # about the top-left corner, as torchvision's RandAugment
         sx, sy = xs + mag * ys, ys
     elif name == "ShearY":
         sx, sy = xs, ys + mag * xs
-    elif name == "TranslateX":
-        sx, sy = xs - int(mag), ys
-    elif name == "TranslateY":
-        sx, sy = xs, ys - int(mag)
     else:  # Rotate: counter-clockwise by mag degrees about the image centre
         theta = math.radians(mag)
         cos, sin = math.cos(theta), math.sin(theta)
         dx, dy = xs - w / 2, ys - h / 2
         sx = cos * dx - sin * dy + w / 2
         sy = sin * dx + cos * dy + h / 2
-    out = np.stack([np.floor(sx), np.floor(sy)], axis=-1)
-    return np.clip(out, -1, max(h, w)).astype(np.int16)
+    edge = max(h, w)
+    return (
+        np.clip(np.floor(sx), -1, edge).astype(np.float32),
+        np.clip(np.floor(sy), -1, edge).astype(np.float32),
+    )
+
+
+def _translate(img: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """``img`` moved by whole pixels (``out[y, x] = img[y - dy, x - dx]``), fill 0."""
+    h, w = img.shape[:2]
+    out = np.zeros_like(img)
+    if abs(dx) < w and abs(dy) < h:
+        out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = img[
+            max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+        ]
+    return out
 
 
 def _geometric(img: np.ndarray, name: str, mag: float) -> np.ndarray:
+    if name == "TranslateX":
+        return _translate(img, int(mag), 0)
+    if name == "TranslateY":
+        return _translate(img, 0, int(mag))
     h, w = img.shape[:2]
+    map_x, map_y = _source_map(name, mag, h, w)
     return cv2.remap(
-        img,
-        _source_map(name, mag, h, w),
-        None,
-        cv2.INTER_NEAREST,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=(0, 0, 0),
+        img, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0)
     )
 
 
 # -- colour ops -------------------------------------------------------------------------------
-BLEND_BITS = 6  # fixed point of the blend tables: int16 holds 255 * 1.9 * 64
-
-
-@lru_cache(maxsize=64)
-def _blend_tables(factor: float) -> tuple[np.ndarray, np.ndarray]:
-    """int16 tables of ``factor * x`` and ``(1 - factor) * d`` in fixed point."""
-    scale = float(1 << BLEND_BITS)
-    a = np.floor(factor * _LEVELS * scale + 0.5).astype(np.int16)
-    b = np.floor((1.0 - factor) * _LEVELS * scale + 0.5).astype(np.int16)
-    return a, b
-
-
-def _blend(img: np.ndarray, degenerate: np.ndarray, factor: float) -> np.ndarray:
-    """PIL's ``ImageEnhance`` blend ``degenerate + factor * (img - degenerate)`` per pixel, as
-    two table lookups and an integer sum (``degenerate``: [H, W, 3], or [H, W] for all channels).
-    """
-    a, b = _blend_tables(factor)
-    acc = cv2.LUT(img, a)
-    d = cv2.LUT(degenerate, b)
-    acc += d if d.ndim == 3 else d[..., None]
-    acc += 1 << (BLEND_BITS - 1)
-    acc >>= BLEND_BITS
-    return np.clip(acc, 0, 255).astype(np.uint8)
-
-
 def _gray(img: np.ndarray) -> np.ndarray:
     """ITU-R 601-2 luma, integer fixed point (OpenCV), [H, W] uint8."""
     return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
 
 
-_SMOOTH = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], dtype=np.float32) / 13
-
-
 def _smooth(img: np.ndarray) -> np.ndarray:
     """PIL's SMOOTH filter (3x3, centre weight 5, sum 13, rounded), border pixels kept.
 
-    The float kernel rounds exactly: a sum of integers over 13 is never within float error of a
-    half, so every CPU rounds it the same way.
+    An integer 3x3 sum plus 4x the centre, then one scaling by 1/13: a whole number over 13 is
+    never within float error of a half, so every CPU rounds it the same way.
     """
-    out = cv2.filter2D(img, -1, _SMOOTH, borderType=cv2.BORDER_REPLICATE)
+    total = cv2.boxFilter(img, cv2.CV_16U, (3, 3), normalize=False, borderType=cv2.BORDER_REPLICATE)
+    total += img.astype(np.uint16) << 2
+    out = cv2.convertScaleAbs(total, alpha=1.0 / 13)
     out[0], out[-1], out[:, 0], out[:, -1] = img[0], img[-1], img[:, 0], img[:, -1]
     return out
 
 
-def _histograms(img: np.ndarray) -> list[np.ndarray]:
-    """Per-channel 256-bin histograms (exact counts)."""
-    return [
-        cv2.calcHist([img], [c], None, [256], [0, 256]).reshape(-1).astype(np.int64)
-        for c in range(img.shape[2])
-    ]
+def _histograms(img: np.ndarray) -> np.ndarray:
+    """[channels, 256] histograms (exact counts)."""
+    return np.stack(
+        [cv2.calcHist([img], [c], None, [256], [0, 256]).reshape(-1) for c in range(img.shape[2])]
+    ).astype(np.int64)
 
 
-def _per_channel(img: np.ndarray, luts: list[np.ndarray]) -> np.ndarray:
-    return cv2.LUT(img, np.stack(luts, axis=-1).reshape(256, 1, 3))
+def _autocontrast_luts(hist: np.ndarray) -> np.ndarray:
+    """PIL's ``ImageOps.autocontrast`` (no cutoff) per channel: [channels, 256] uint8, each
+    channel's darkest level to 0 and brightest to 255, rounded half up."""
+    used = hist > 0
+    lo = used.argmax(axis=1)[:, None]
+    hi = 255 - used[:, ::-1].argmax(axis=1)[:, None]
+    span = np.maximum(hi - lo, 1)
+    out = ((np.arange(256) - lo) * 510 + span) // (2 * span)
+    out = np.where(hi > lo, out, np.arange(256))
+    return np.minimum(np.maximum(out, 0), 255).astype(np.uint8)
 
 
-def _autocontrast_lut(hist: np.ndarray) -> np.ndarray:
-    used = np.flatnonzero(hist)
-    lo, hi = int(used[0]), int(used[-1])
-    if hi <= lo:
-        return np.arange(256, dtype=np.uint8)
-    span = hi - lo
-    i = np.arange(256, dtype=np.int64)
-    return np.clip(((i - lo) * 510 + span) // (2 * span), 0, 255).astype(np.uint8)
-
-
-def _equalize_lut(hist: np.ndarray) -> np.ndarray:
-    """PIL's ``ImageOps.equalize`` table for one channel (integer arithmetic)."""
-    used = hist[hist > 0]
-    step = (int(used.sum()) - int(used[-1])) // 255 if len(used) > 1 else 0
-    if step == 0:
-        return np.arange(256, dtype=np.uint8)
-    before = np.concatenate([[0], np.cumsum(hist)[:-1]])
-    return np.clip((step // 2 + before) // step, 0, 255).astype(np.uint8)
+def _equalize_luts(hist: np.ndarray) -> np.ndarray:
+    """PIL's ``ImageOps.equalize`` per channel: [channels, 256] uint8 (integer arithmetic)."""
+    luts = []
+    for h in hist:
+        used = h[h > 0]
+        step = (int(used.sum()) - int(used[-1])) // 255 if len(used) > 1 else 0
+        if step == 0:
+            luts.append(np.arange(256))
+            continue
+        before = np.concatenate([[0], np.cumsum(h)[:-1]])
+        luts.append(np.minimum((step // 2 + before) // step, 255))
+    return np.stack(luts).astype(np.uint8)
 
 
 def _colour(img: np.ndarray, name: str, mag: float) -> np.ndarray:
-    if name == "Brightness":
-        return cv2.LUT(img, _round_u8((1.0 + mag) * _LEVELS))
+    if name in ("Brightness", "Posterize", "Solarize"):
+        return cv2.LUT(img, _table(name, mag))
     if name == "Contrast":
         mean = math.floor(float(_gray(img).mean()) + 0.5)
-        return cv2.LUT(img, _round_u8(mean + (1.0 + mag) * (_LEVELS - mean)))
+        return cv2.LUT(img, _table(name, mag, mean))
     if name == "Color":
-        return _blend(img, _gray(img), 1.0 + mag)
+        return blend(img, cv2.cvtColor(_gray(img), cv2.COLOR_GRAY2RGB), 1.0 + mag)
     if name == "Sharpness":
-        return _blend(img, _smooth(img), 1.0 + mag)
-    if name == "Posterize":
-        keep = (0xFF << (8 - int(mag))) & 0xFF
-        return cv2.LUT(img, (np.arange(256) & keep).astype(np.uint8))
-    if name == "Solarize":
-        inverted = 255.0 * mag <= _LEVELS  # PIL's solarize: pixels at or above the threshold
-        return cv2.LUT(img, np.where(inverted, 255 - _LEVELS, _LEVELS).astype(np.uint8))
-    lut = _autocontrast_lut if name == "AutoContrast" else _equalize_lut  # else: Equalize
-    return _per_channel(img, [lut(h) for h in _histograms(img)])
+        return blend(img, _smooth(img), 1.0 + mag)
+    luts = (_autocontrast_luts if name == "AutoContrast" else _equalize_luts)(_histograms(img))
+    return cv2.LUT(img, np.ascontiguousarray(luts.T).reshape(256, 1, img.shape[2]))
 
 
 GEOMETRIC = frozenset(("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"))

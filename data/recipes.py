@@ -29,6 +29,7 @@ import io
 import json
 import random
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -109,7 +110,7 @@ class ViewCodec:
     label: str | None
     top_k: int | None = None
 
-    @property
+    @cached_property
     def dtype(self) -> np.dtype:
         fields: list[tuple] = [("crop", "<u2", (4,)), ("digest", "<u4")]
         if self.kind in ("randaug", "extra") and self.num_ops:

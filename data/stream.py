@@ -194,7 +194,8 @@ def decode_view(
         views = replay.records(sample)
         # the shard's file name, not its path: the same seed picks the same views wherever the
         # shards live (a path made every cache location pick differently)
-        name = f"{Path(sample.get('__url__', '')).name}:{sample.get('__key__', '')}:{i}"
+        shard = sample.get("__url__", "").rpartition("/")[2]
+        name = f"{shard}:{sample.get('__key__', '')}:{i}"
         replica = pick(name, views.shape[1]) if pick is not None else 0
         soft = replay.codec.soft_label(replay.row(views, i, replica))  # a bad class, by name
         view, _, label = replay.render(sample, i, replica, views, sources)

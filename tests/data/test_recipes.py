@@ -351,8 +351,9 @@ def test_an_unknown_op_table_or_format_is_refused_before_training(recipe_sets):
     spec = read_manifest(root / "randaug").data["recipe"]
     with pytest.raises(ValueError, match="op table"):
         Replayer({**spec, "ops": ["Identity", "Warp"]}, 10)
-    with pytest.raises(ValueError, match="recipe format"):
-        Replayer({**spec, "version": 99}, 10)
+    with pytest.raises(ValueError, match="recipe format") as err:
+        Replayer({**spec, "version": 1}, 10)
+    assert "python -m data.build build.store=recipe overwrite=true only=[randaug]" in str(err.value)
     with pytest.raises(ValueError, match="classes"):
         Replayer(spec, 11)
 
