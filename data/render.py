@@ -3,11 +3,11 @@
 The builder and the loader both render through these functions, so the teacher labels exactly
 the pixels a training step will see. Every kernel is integer arithmetic, or float arithmetic
 whose every step is exact (libjpeg-turbo's integer IDCT, OpenCV's bit-exact bilinear resize,
-table lookups and fixed-point integer sums), never an expression a compiler or a SIMD path could round
-differently, and no step converts to PIL or to a tensor on the way. Sources are decoded to RGBA
-(libjpeg-turbo's fastest output, the same RGB values) because OpenCV's bit-exact resize runs
-about 1.7x faster on 4 channels than on 3; a view comes out RGB. Measured per stage in
-``python -m bench feed``.
+table lookups and fixed-point integer sums), never an expression a compiler or a SIMD path
+could round differently, and no step converts to PIL or to a tensor on the way. Sources are
+decoded to RGBA (libjpeg-turbo's fastest output, the same RGB values) because OpenCV's bit-exact
+resize runs about 1.7x faster on 4 channels than on 3; a view comes out RGB. Measured per stage
+in ``python -m bench feed``.
 """
 
 from __future__ import annotations
