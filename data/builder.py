@@ -170,7 +170,7 @@ class SetBuilder:
                     "store": "recipe",
                     "raw_size": self.raw_size,
                     "recipe_version": RECIPE_VERSION,
-                    "pack": self.variant.pack,
+                    "pack": self._pack(),
                 }
                 if self.recipe
                 else {}
@@ -325,7 +325,7 @@ class SetBuilder:
     def _plan(self) -> list:
         """Pixel sets: one unit per view. Recipe sets: one group of source images per sample."""
         plan = (
-            plan_groups(self.variant, self.source)
+            plan_groups(self.variant, self.source, self._pack())
             if self.recipe
             else self.variant.units(self.source)
         )
@@ -333,9 +333,16 @@ class SetBuilder:
             raise ValueError(f"variant {self.variant.name!r} has no units to build")
         return plan
 
+    def _pack(self) -> int:
+        """Source images per recipe sample: the variant's ``pack``, at most a shard's worth (a
+        mixup sample is its partner group whatever the shard size)."""
+        if self.variant.group > 1:
+            return self.variant.group
+        return max(1, min(self.variant.pack, self.shard_size))
+
     def _per_shard(self) -> int:
         """Tar samples per shard: ``shard_size`` source images (pixel sets: views)."""
-        return max(1, self.shard_size // self.variant.pack) if self.recipe else self.shard_size
+        return max(1, self.shard_size // self._pack()) if self.recipe else self.shard_size
 
     def _views(self, plan: list) -> int:
         if not self.recipe:

@@ -34,8 +34,7 @@ from data.sources import Item, Source
 
 @dataclass
 class Group:
-    """Source images stored in one tar sample: ``variant.pack`` of them (mixup: one partner
-    group). ``copies`` and ``pseudo_classes`` are per image (the extra set's selection)."""
+    """Source images stored in one tar sample: ``pack`` of them (mixup: one partner group). ``copies`` and ``pseudo_classes`` are per image (the extra set's selection)."""
 
     key: str
     items: list[Item]
@@ -60,13 +59,13 @@ class Group:
         )
 
 
-def plan_groups(variant: Variant, source: Source) -> list[Group]:
-    """The set's groups in a seeded order, ``variant.pack`` images each.
+def plan_groups(variant: Variant, source: Source, pack: int) -> list[Group]:
+    """The set's groups in a seeded order, ``pack`` images each (mixup: its partner group).
 
     The extra set's images are the entries of its class-balanced selection (a replicated rare
     image is stored once per copy, so classes stay balanced per visit).
     """
-    size = variant.pack
+    size = variant.group if variant.group > 1 else pack
     if isinstance(variant, ExtraVariant):
         if variant.selection is None:
             raise RuntimeError("the extra variant needs its class-balanced selection first")

@@ -85,6 +85,20 @@ def test_every_stored_view_replays_bit_exactly_with_the_teachers_label(recipe_se
     assert reports[name].views == len(views)
 
 
+def test_samples_pack_8_images_and_never_more_than_a_shard_holds(recipe_sets, tmp_path):
+    root, teacher, sources, _ = recipe_sets
+    sizes = [group_size(s) for _, s in _all_samples(root / "randaug")]
+    assert max(sizes) == 8 and sum(sizes) == read_manifest(root / "randaug").num_samples
+    mixup = [group_size(s) for _, s in _all_samples(root / "mixup")]
+    assert max(mixup) == 4 and sorted(mixup)[1] == 4  # partner groups; only the last is short
+    ra = {**_variants()["randaug"], "replicas": 1}
+    build = {"store": "recipe", "shard_size": 3, "num_workers": 0, "progress": False}
+    build_sets({"ra": ra}, sources, teacher, tmp_path, build)
+    m = read_manifest(tmp_path / "ra")
+    per_shard = [sum(group_size(s) for s in read_samples(u).values()) for u in m.urls()]
+    assert max(per_shard) == 3 and sum(per_shard) == len(sources["labelled"].items)
+
+
 def test_pixel_sets_keep_their_identity_and_plain_sets_stay_pixels(recipe_sets, tmp_path):
     root, teacher, sources, _ = recipe_sets
     ra = {**_variants()["randaug"], "replicas": 1}
