@@ -43,7 +43,7 @@ def natural_image(rng: np.random.Generator, size: int) -> np.ndarray:
     return (img.clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy()
 
 
-def _make_jpegs(root: Path, n: int, size: int) -> list[tuple[Path, int]]:
+def make_jpegs(root: Path, n: int, size: int) -> list[tuple[Path, int]]:
     rng = np.random.default_rng(0)
     files = []
     for i in range(n):
@@ -89,7 +89,7 @@ def _shards_of(files: list[tuple[Path, int]], set_dir: Path, per_shard: int) -> 
 def streaming(repeats: int, n: int, workers: int = 2, batch: int = 64) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bench_data_"))
     try:
-        files = _make_jpegs(tmp / "folder", n, 224)
+        files = make_jpegs(tmp / "folder", n, 224)
         _shards_of(files, tmp / "shards" / "bench", per_shard=max(1, n // 8))
         folder = ImageFolder(
             str(tmp / "folder"), transform=v2.Compose([v2.PILToTensor(), v2.RandomHorizontalFlip()])

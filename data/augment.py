@@ -1,6 +1,7 @@
 """The dataset variants as recipes: which units to make, and how to make each one.
 
-- ``randaug`` (D1): Inception crop + RandAugment(2, 9) (torchvision's implementation).
+- ``randaug`` (D1): Inception crop + RandAugment(2, 9) (torchvision's ops and magnitudes,
+  data/randaug.py's kernels).
 - ``mixup`` (D2): Inception crops of an image and of its partner, the next image of the same
   shuffled stream, mixed with weight a ~ Beta(1, 1), a = max(a, 1 - a) (extreme mixup).
 - ``inpaint``: Inception crop, random mask, filled by an inpainter (data/inpaint.py).
@@ -9,7 +10,8 @@
 - ``plain``: resize and centre crop (validation sets).
 
 Every unit is made from its own seed (variant seed, image key, replica), so a shard comes out the
-same whichever process builds it and however often it is rebuilt.
+same whichever process builds it and however often it is rebuilt. Views are rendered as uint8
+[H, W, 3] arrays by data/render.py, the one path the builder and the loader share.
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from PIL import Image
-from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from common.images import BadImage, center_view
+from data.randaug import RandAugment
+from data.render import BadRecipe, crop_resize, mix
 from data.sources import Item, Source
 
 
@@ -122,73 +124,6 @@ def extreme_mixup(
     return a * images + (1.0 - a) * partners, a
 
 
-class RecordedRandAugment(v2.RandAugment):
-    """torchvision's RandAugment with its random draws made explicit and replayable.
-
-    ``draw`` picks ``num_ops`` (op index, signed magnitude bin) pairs from a seeded
-    ``random.Random``; ``apply`` runs them through torchvision's own op implementations, so a
-    stored recipe renders the same pixels as the builder did. ``OPS`` is the op table a recipe's
-    indices refer to (recorded in recipe manifests).
-    """
-
-    OPS: tuple[str, ...] = tuple(v2.RandAugment._AUGMENTATION_SPACE)
-
-    def draw(self, rng: random.Random) -> list[list[int]]:
-        ops = []
-        for _ in range(self.num_ops):
-            op = rng.randrange(len(self.OPS))
-            signed = self._AUGMENTATION_SPACE[self.OPS[op]][1]
-            sign = -1 if signed and rng.random() < 0.5 else 1
-            ops.append([op, sign * int(self.magnitude)])
-        return ops
-
-    def apply(self, img: torch.Tensor, ops: list[list[int]]) -> torch.Tensor:
-        """``img`` uint8 [C, H, W] through the ops; ``BadRecipe`` for an op or bin out of range.
-
-        The ops run on a PIL image (torchvision's PIL kernels, as in the reference RandAugment):
-        on this CPU they are 5x faster than the tensor kernels (sharpness 1.0 vs 7.9 ms at
-        224 px), which matters because recipe sets render every view in the loader.
-        """
-        height, width = img.shape[-2:]
-        pil = Image.fromarray(img.permute(1, 2, 0).numpy())
-        for op, signed_bin in ops:
-            op, signed_bin = int(op), int(signed_bin)
-            if not 0 <= op < len(self.OPS):
-                raise BadRecipe(f"RandAugment op {op} unknown (the table has {len(self.OPS)})")
-            if abs(signed_bin) >= self.num_magnitude_bins:
-                raise BadRecipe(f"RandAugment magnitude bin {signed_bin} out of range")
-            name = self.OPS[op]
-            magnitudes_fn, signed = self._AUGMENTATION_SPACE[name]
-            magnitudes = magnitudes_fn(self.num_magnitude_bins, height, width)
-            magnitude = 0.0
-            if magnitudes is not None:
-                magnitude = float(magnitudes[abs(signed_bin)])
-                if signed and signed_bin < 0:
-                    magnitude *= -1
-            pil = self._apply_image_or_video_transform(
-                pil, name, magnitude, interpolation=self.interpolation, fill=self._fill
-            )
-        return torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1)
-
-
-class BadRecipe(ValueError):
-    """A stored recipe that cannot be rendered (unknown op, missing image, bad field)."""
-
-
-def _crop(img: torch.Tensor, box: list[int], size: int) -> torch.Tensor:
-    top, left, h, w = (int(v) for v in box)
-    if (
-        h <= 0
-        or w <= 0
-        or top < 0
-        or left < 0
-        or top + h > img.shape[-2]
-        or left + w > img.shape[-1]
-    ):
-        raise BadRecipe(f"crop box {list(box)} outside the {tuple(img.shape[-2:])} image")
-    return TF.resized_crop(img, top, left, h, w, [size, size], antialias=True)
-
-
 class Variant(ABC):
     """A named recipe; ``cfg`` holds ``name``, ``replicas``, ``seed``, ``image_size`` and more.
 
@@ -208,6 +143,14 @@ class Variant(ABC):
         self.seed = int(cfg.get("seed", 0))
         self.size = int(cfg["image_size"])
         self.crop_scale = tuple(cfg.get("crop_scale", (0.08, 1.0)))
+        if int(cfg.get("pack", 8)) < 1:
+            raise ValueError(f"variant {self.name!r}: pack must be >= 1, got {cfg['pack']}")
+
+    @property
+    def pack(self) -> int:
+        """Recipe sets: source images per tar sample (``pack``, default 8). Their view records
+        share one member, so its tar and .npy headers are spread over pack x replicas records."""
+        return int(self.cfg.get("pack", 8))
 
     def units(self, source: Source) -> list[Unit]:
         """Every replica of every item, each replica pass in its own shuffled order."""
@@ -231,8 +174,8 @@ class Variant(ABC):
         return {"crop": list(random_resized_box(h, w, self.crop_scale, rng))}
 
     @abstractmethod
-    def render(self, recipe: dict, images: list[torch.Tensor | None], i: int) -> torch.Tensor:
-        """The uint8 [C, H, W] view of image ``i`` (``images``: its group, CHW uint8)."""
+    def render(self, recipe: dict, images: list[np.ndarray | None], i: int) -> np.ndarray:
+        """The uint8 [H, W, 3] view of image ``i`` (``images``: its group, HWC uint8)."""
 
     def describe(self, recipe: dict) -> dict:
         """The recipe as a pixel set's sample json records it."""
@@ -241,9 +184,9 @@ class Variant(ABC):
     def make(self, unit: Unit, load: Callable[[Item], np.ndarray]) -> tuple[np.ndarray, dict]:
         """The augmented RGB image of ``unit`` and its parameters (seeded, reproducible)."""
         seed, rng, nrng = self.rngs(unit.key)
-        images = [to_chw(load(unit.item))]
-        recipe = self.plan([tuple(images[0].shape[-2:])], 0, rng, nrng)
-        return to_hwc(self.render(recipe, images, 0)), {"seed": seed, **self.describe(recipe)}
+        images = [np.ascontiguousarray(load(unit.item))]
+        recipe = self.plan([images[0].shape[:2]], 0, rng, nrng)
+        return self.render(recipe, images, 0), {"seed": seed, **self.describe(recipe)}
 
 
 class RandAugVariant(Variant):
@@ -253,7 +196,7 @@ class RandAugVariant(Variant):
         super().__init__(cfg)
         ra = cfg.get("randaugment", {})
         self.num_ops, self.magnitude = int(ra.get("num_ops", 2)), int(ra.get("magnitude", 9))
-        self.randaugment = RecordedRandAugment(self.num_ops, self.magnitude)
+        self.randaugment = RandAugment(self.num_ops, self.magnitude)
 
     def plan(self, shapes, i, rng, nrng):
         recipe = super().plan(shapes, i, rng, nrng)
@@ -261,10 +204,11 @@ class RandAugVariant(Variant):
         return recipe
 
     def render(self, recipe, images, i):
-        return self.randaugment.apply(_crop(images[i], recipe["crop"], self.size), recipe["ops"])
+        view = crop_resize(images[i], recipe["crop"], self.size)
+        return self.randaugment.apply(view, recipe["ops"])
 
     def describe(self, recipe):
-        ops = [[RecordedRandAugment.OPS[op], b] for op, b in recipe["ops"]]
+        ops = [[RandAugment.OPS[op], b] for op, b in recipe["ops"]]
         return {"crop": recipe["crop"], "randaugment": [self.num_ops, self.magnitude], "ops": ops}
 
 
@@ -277,6 +221,11 @@ class MixupVariant(Variant):
         self.alpha = float(cfg.get("alpha", 1.0))
         if self.group < 2:
             raise ValueError(f"mixup variant {self.name!r}: group must be >= 2, got {self.group}")
+
+    @property
+    def pack(self) -> int:
+        """A sample is one partner group."""
+        return self.group
 
     def units(self, source: Source) -> list[Unit]:
         out = []
@@ -321,12 +270,9 @@ class MixupVariant(Variant):
         partner = int(recipe["partner"])
         if partner == i or not 0 <= partner < len(images) or images[partner] is None:
             raise BadRecipe(f"mixup partner {partner} is not another image of the sample")
-        a_img = _crop(images[i], recipe["crop"], self.size)
-        b_img = _crop(images[partner], recipe["partner_crop"], self.size)
-        mixed, _ = extreme_mixup(
-            a_img.float(), self.alpha, partners=b_img.float(), draw=recipe["weight"]
-        )
-        return mixed.round().clamp(0, 255).to(torch.uint8)
+        a_img = crop_resize(images[i], recipe["crop"], self.size)
+        b_img = crop_resize(images[partner], recipe["partner_crop"], self.size)
+        return mix(a_img, b_img, recipe["weight"])
 
     def describe(self, recipe):
         return {
@@ -338,11 +284,11 @@ class MixupVariant(Variant):
     def make(self, unit, load):
         seed, rng, nrng = self.rngs(unit.key)
         partner, b_rgb = self._load_partner(unit, load)
-        images = [to_chw(load(unit.item)), to_chw(b_rgb)]
-        recipe = self.plan([tuple(im.shape[-2:]) for im in images], 0, rng, nrng)
+        images = [np.ascontiguousarray(load(unit.item)), np.ascontiguousarray(b_rgb)]
+        recipe = self.plan([im.shape[:2] for im in images], 0, rng, nrng)
         params = {"seed": seed, **self.describe(recipe)}
         params.update(partner=partner.key, partner_label=partner.label)
-        return to_hwc(self.render(recipe, images, 0)), params
+        return self.render(recipe, images, 0), params
 
 
 class InpaintVariant(Variant):
@@ -370,9 +316,9 @@ class InpaintVariant(Variant):
         return random_mask(self.size, self.size, mask_rng, self.area, self.mask_kinds)
 
     def render(self, recipe, images, i):
-        img = _crop(images[i], recipe["crop"], self.size)
-        filled = self.inpainter(to_hwc(img), self._mask(recipe)[0])
-        return to_chw(np.asarray(filled, dtype=np.uint8))
+        img = crop_resize(images[i], recipe["crop"], self.size)
+        filled = self.inpainter(img, self._mask(recipe)[0])
+        return np.ascontiguousarray(filled, dtype=np.uint8)
 
     def describe(self, recipe):
         return {**recipe, "mask": self._mask(recipe)[1]}
@@ -412,7 +358,7 @@ class PlainVariant(Variant):
         return {"crop_pct": float(self.cfg.get("crop_pct", 0.875))}
 
     def render(self, recipe, images, i):
-        return center_view(images[i], self.size, recipe["crop_pct"])
+        return to_hwc(center_view(to_chw(images[i]), self.size, recipe["crop_pct"]))
 
 
 VARIANTS: dict[str, type[Variant]] = {

@@ -26,17 +26,10 @@ from tqdm import tqdm
 
 from common.images import BadImage, jpeg_round_trip
 from data import urls
-from data.augment import (
-    ExtraVariant,
-    RecordedRandAugment,
-    Unit,
-    Variant,
-    center_view,
-    make_variant,
-    to_chw,
-)
+from data.augment import ExtraVariant, Unit, Variant, center_view, make_variant, to_chw
 from data.extra import Selection, balance
 from data.labels import encode_soft_label
+from data.randaug import RandAugment
 from data.recipe_build import Group, GroupAssembler, plan_groups, recipe_loader, storage_of
 from data.recipes import RECIPE_VERSION, ViewCodec, render_versions, tar_bytes
 from data.set_store import SetStore
@@ -173,7 +166,16 @@ class SetBuilder:
             "temperature": self.temperature,
             "shard_size": self.shard_size,
             # only recipe sets name their storage: pixel sets built before it keep their hash
-            **({"store": "recipe", "raw_size": self.raw_size} if self.recipe else {}),
+            **(
+                {
+                    "store": "recipe",
+                    "raw_size": self.raw_size,
+                    "recipe_version": RECIPE_VERSION,
+                    "pack": self._pack(),
+                }
+                if self.recipe
+                else {}
+            ),
         }
 
     def _check_identity(self, overwrite: bool) -> str:
@@ -323,7 +325,7 @@ class SetBuilder:
     def _plan(self) -> list:
         """Pixel sets: one unit per view. Recipe sets: one group of source images per sample."""
         plan = (
-            plan_groups(self.variant, self.source)
+            plan_groups(self.variant, self.source, self._pack())
             if self.recipe
             else self.variant.units(self.source)
         )
@@ -331,9 +333,16 @@ class SetBuilder:
             raise ValueError(f"variant {self.variant.name!r} has no units to build")
         return plan
 
+    def _pack(self) -> int:
+        """Source images per recipe sample: the variant's ``pack``, at most a shard's worth (a
+        mixup sample is its partner group whatever the shard size)."""
+        if self.variant.group > 1:
+            return self.variant.group
+        return max(1, min(self.variant.pack, self.shard_size))
+
     def _per_shard(self) -> int:
         """Tar samples per shard: ``shard_size`` source images (pixel sets: views)."""
-        return max(1, self.shard_size // self.variant.group) if self.recipe else self.shard_size
+        return max(1, self.shard_size // self._pack()) if self.recipe else self.shard_size
 
     def _views(self, plan: list) -> int:
         if not self.recipe:
@@ -372,8 +381,7 @@ class SetBuilder:
             if chunk.start == 0:
                 skipped += made["skipped"]
             if "failed" in made:
-                if made["failed"] not in skipped:
-                    skipped.append(made["failed"])
+                skipped += [f for f in made["failed"] if f not in skipped]
                 bar.update((chunk.stop - chunk.start) * len(groups[chunk.group].items))
                 continue
             probs, indices, secs = self._label(made["views"])
@@ -498,7 +506,7 @@ class SetBuilder:
             "version": RECIPE_VERSION,
             "variant": {k: v for k, v in self.variant.cfg.items() if k != "inpainter"},
             "codec": self.codec().spec(),
-            "ops": list(RecordedRandAugment.OPS),
+            "ops": list(RandAugment.OPS),
             "raw_size": self.raw_size,
             "versions": render_versions(),
             "teacher": {
@@ -568,7 +576,11 @@ class SetBuilder:
 
 
 STORES = ("pixels", "recipe")
-RECIPE_ONLY_KEYS = ("raw_size", "group")  # left out of a pixel set's identity (hash unchanged)
+RECIPE_ONLY_KEYS = (
+    "raw_size",
+    "group",
+    "pack",
+)  # left out of a pixel set's identity (hash unchanged)
 SKIP_EXAMPLES = 20
 
 

@@ -18,8 +18,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from common.images import decode_jpeg_hwc
 from data import remote, urls
-from data.labels import decode_soft_label, load_npy
-from data.recipes import CLASSES, Replayer, group_size
+from data.labels import decode_soft_label
+from data.recipes import Replayer, group_size
 from data.shards import read_manifest
 from data.stream import shard_samples
 
@@ -62,10 +62,9 @@ def _pixel_view(parts: dict, num_classes: int) -> tuple:
 
 
 def _recipe_view(parts: dict, i: int, replay: Replayer) -> tuple:
-    view, row = replay.render(parts, i, 0)
+    view, row, cls = replay.render(parts, i, 0)
     label = replay.codec.soft_label(row) if replay.codec.label else None
-    cls = int(load_npy(parts[CLASSES])[i])
-    return view.permute(1, 2, 0).numpy(), label, cls if cls >= 0 else None
+    return view, label, cls if cls >= 0 else None
 
 
 def _try(skipped: list, where: str, fn, *args):

@@ -1,10 +1,10 @@
 """Building a recipe set: store each source image once, render its views, keep only records.
 
 Per group of source images (data/recipes.py): load each image, shrink its short side to
-``raw_size``, JPEG it once (the stored bytes) and decode it again (the pixels every view is
-rendered from, in the builder and in the loader alike). Views are rendered in DataLoader workers
-in chunks of about one teacher batch, so 1000 replicas never sit in memory at once; the teacher
-labels exactly those uint8 views and only the records are written.
+``raw_size``, JPEG it once (the stored bytes) and decode it again with the loader's decoder (the
+pixels every view is rendered from, in the builder and in the loader alike). Views are rendered
+in DataLoader workers in chunks of about one teacher batch, so 1000 replicas never sit in memory
+at once; the teacher labels exactly those uint8 views and only the records are written.
 """
 
 from __future__ import annotations
@@ -24,49 +24,67 @@ from data.recipes import (
     ViewCodec,
     encode_npy,
     image_member,
+    pixel_hash,
     sample_json,
     tar_bytes,
-    view_digest,
 )
+from data.render import decode_source
 from data.sources import Item, Source
 
 
 @dataclass
 class Group:
-    """Source images stored in one tar sample (mixup partners come from the same group)."""
+    """Source images stored in one tar sample: ``pack`` of them (mixup: one partner group). ``copies`` and ``pseudo_classes`` are per image (the extra set's selection)."""
 
     key: str
     items: list[Item]
-    copy: int = 0
-    pseudo_class: int | None = None
+    copies: list[int] = field(default_factory=list)
+    pseudo_classes: list[int | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.copies = self.copies or [0] * len(self.items)
+        self.pseudo_classes = self.pseudo_classes or [None] * len(self.items)
 
     def view_key(self, i: int, replica: int) -> str:
-        copy = f"_c{self.copy}" if self.copy else ""
+        copy = f"_c{self.copies[i]}" if self.copies[i] else ""
         return f"{self.items[i].key}{copy}_r{replica}"
 
+    def subset(self, keep: list[int]) -> Group:
+        """The group with only the images at ``keep`` (the others failed to load)."""
+        return Group(
+            self.key,
+            [self.items[i] for i in keep],
+            [self.copies[i] for i in keep],
+            [self.pseudo_classes[i] for i in keep],
+        )
 
-def plan_groups(variant: Variant, source: Source) -> list[Group]:
-    """The set's groups in a seeded order: single images, or ``variant.group`` for mixup.
 
-    The extra set has one group per entry of its class-balanced selection (a replicated rare
+def plan_groups(variant: Variant, source: Source, pack: int) -> list[Group]:
+    """The set's groups in a seeded order, ``pack`` images each (mixup: its partner group).
+
+    The extra set's images are the entries of its class-balanced selection (a replicated rare
     image is stored once per copy, so classes stay balanced per visit).
     """
+    size = variant.group if variant.group > 1 else pack
     if isinstance(variant, ExtraVariant):
         if variant.selection is None:
             raise RuntimeError("the extra variant needs its class-balanced selection first")
+        entries = [
+            variant.selection[p] for p in _shuffled(len(variant.selection), variant.seed * 1000)
+        ]
         out = []
-        for pos in _shuffled(len(variant.selection), variant.seed * 1000):
-            i, cls, copy = variant.selection[pos]
-            item = source.items[i]
-            key = f"{item.key}_c{copy}" if copy else item.key
-            out.append(Group(key, [item], copy, cls))
+        for k in range(0, len(entries), size):
+            part = entries[k : k + size]
+            items = [source.items[i] for i, _, _ in part]
+            first = f"{items[0].key}_c{part[0][2]}" if part[0][2] else items[0].key
+            key = first if len(part) == 1 else f"{first}_g"
+            out.append(Group(key, items, [c for _, _, c in part], [cls for _, cls, _ in part]))
         return out
     order = [source.items[i] for i in _shuffled(len(source.items), variant.seed * 1000)]
-    size = variant.group
     chunks = [order[k : k + size] for k in range(0, len(order), size)]
-    if len(chunks) > 1 and len(chunks[-1]) == 1 and size > 1:  # no lone image in a mixup group
+    if len(chunks) > 1 and len(chunks[-1]) == 1 and variant.group > 1:  # no lone mixup image
         chunks[-2] += chunks.pop()
-    return [Group(c[0].key if size == 1 else f"{c[0].key}_g", c) for c in chunks]
+    return [Group(c[0].key if len(c) == 1 else f"{c[0].key}_g", c) for c in chunks]
 
 
 @dataclass
@@ -118,58 +136,59 @@ class RecipeChunks(Dataset):
     def __len__(self) -> int:
         return len(self.chunks)
 
-    def _sources(self, group: Group) -> tuple[list[bytes], list[torch.Tensor], list, list]:
-        """The group's usable images: JPEG bytes, decoded CHW, their items, and skips."""
+    def _sources(self, group: Group) -> tuple[list[bytes], list[np.ndarray], list[int], list]:
+        """The group's usable images: JPEG bytes, decoded as the loader will (HWC), their
+        indices in the group, and skips."""
         data, decoded, kept, skipped = [], [], [], []
-        for item in group.items:
+        for k, item in enumerate(group.items):
             try:
                 rgb = self.source.load(item, self.max_side)
                 small = shrink(to_chw(rgb), self.raw_size)
-                jpg, back = jpeg_round_trip(
-                    small.permute(1, 2, 0).contiguous().numpy(), self.quality
-                )
+                jpg, _ = jpeg_round_trip(small.permute(1, 2, 0).contiguous().numpy(), self.quality)
+                pixels = decode_source(jpg)
             except BadImage as e:
                 skipped.append((item.ref, str(e)))
                 continue
             data.append(jpg)
-            decoded.append(to_chw(back))
-            kept.append(item)
+            decoded.append(pixels)
+            kept.append(k)
         return data, decoded, kept, skipped
 
     def __getitem__(self, k: int) -> dict:
         chunk = self.chunks[k]
         group = self.groups[chunk.group]
         out = {"chunk": chunk, "skipped": []}
-        try:
-            if self._last is None or self._last[0] != chunk.group:
-                self._last = (chunk.group, self._sources(group))
-            data, decoded, kept, skipped = self._last[1]
-            out["skipped"] = skipped
-            if not kept:
-                raise BadImage("no usable image", "every image of the group failed to load")
-            group = Group(group.key, kept, group.copy, group.pseudo_class)
-            shapes = [tuple(im.shape[-2:]) for im in decoded]
-            views, recipes = [], []
-            for i in range(len(kept)):
+        if self._last is None or self._last[0] != chunk.group:
+            self._last = (chunk.group, self._sources(group))
+        data, decoded, kept, skipped = self._last[1]
+        out["skipped"] = skipped
+        if not kept:
+            return {**out, "failed": [(group.items[0].ref, "no usable image in its group")]}
+        group = group.subset(kept)
+        shapes = [im.shape[:2] for im in decoded]
+        views, recipes = [], []
+        for i in range(len(kept)):
+            try:
                 for r in range(chunk.start, chunk.stop):
                     _, rng, nrng = self.variant.rngs(group.view_key(i, r))
                     recipe = self.variant.plan(shapes, i, rng, nrng)
                     views.append(self.variant.render(recipe, decoded, i))
                     recipes.append(recipe)
-        except BadImage as e:
-            return {**out, "failed": (group.items[0].ref, str(e))}
-        except Exception as e:  # an input that breaks an augmentation: skip it, say why
-            return {**out, "failed": (group.items[0].ref, f"error: {type(e).__name__}: {e}")}
+            except Exception as e:  # an input that breaks an augmentation: skip it, say why
+                why = str(e) if isinstance(e, BadImage) else f"error: {type(e).__name__}: {e}"
+                bad = group.items[i].ref
+                # the sample's records must cover all its images: the group is left out whole
+                others = [(it.ref, f"left out with {bad}") for it in group.items if it.ref != bad]
+                return {**out, "failed": [(bad, why), *others]}
         out.update(
             group=group,
-            views=torch.stack(views),
+            views=torch.from_numpy(np.stack(views)).permute(0, 3, 1, 2),
             recipes=recipes,
-            digests=[view_digest(v) for v in views],
+            pixels=[pixel_hash(v) for v in views],
         )
         if chunk.start == 0:  # the stored images, and what one view would cost as pixels
             out["jpgs"] = data
-            view0 = views[0].permute(1, 2, 0).contiguous().numpy()
-            out["pixel_view_bytes"] = len(jpeg_round_trip(view0, self.quality)[0])
+            out["pixel_view_bytes"] = len(jpeg_round_trip(views[0], self.quality)[0])
         return out
 
 
@@ -194,9 +213,13 @@ class GroupAssembler:
             self.failed = True
         if self.failed:
             return None
-        n_img = len(made["group"].items)
-        rec = self.codec.encode(made["recipes"], made["digests"], probs, indices)
-        self.parts.append(rec.reshape(n_img, chunk.stop - chunk.start))
+        group: Group = made["group"]
+        n_img, n_rep = len(group.items), chunk.stop - chunk.start
+        classes = [-1 if it.label is None else it.label for it in group.items]
+        rec = self.codec.encode(
+            made["recipes"], made["pixels"], np.repeat(classes, n_rep).tolist(), probs, indices
+        )
+        self.parts.append(rec.reshape(n_img, n_rep))
         return self._sample() if chunk.stop >= self.replicas else None
 
     def _sample(self) -> dict:
@@ -208,7 +231,8 @@ class GroupAssembler:
         sample = {"__key__": group.key}
         for i, jpg in enumerate(head["jpgs"]):
             sample[image_member(i)] = jpg
-        extra = {} if group.pseudo_class is None else {"pseudo_class": group.pseudo_class}
+        pseudo = group.pseudo_classes
+        extra = {} if all(c is None for c in pseudo) else {"pseudo_classes": pseudo}
         sample.update(
             {
                 CLASSES: encode_npy(classes),

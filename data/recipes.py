@@ -11,9 +11,14 @@ partner is always in the same sample and the loader never needs random access)::
 
 A record holds the crop box, the RandAugment ops (op index, signed magnitude bin), the mixup
 partner (an index into the group) with its crop and float32 weight, the inpaint mask's seed, a
-CRC-32 of the rendered pixels and the teacher's label of exactly those pixels. The loader
-renders a record with the same ``Variant.render`` the builder used and checks the digest, so a
-view that does not replay exactly is a counted skip, never a silently wrong label.
+digest and the teacher's label of exactly those pixels. The digest covers everything the loader
+trusts about the view: the rendered pixels, every other field of the record (the label
+included) and the image's stored class. The loader renders a record with the same
+``Variant.render`` the builder used and checks the digest, so a view that does not replay
+exactly, or whose label or class was changed, is a counted skip, never a silently wrong label.
+
+A sample holds ``pack`` source images (8; mixup: its partner ``group``), so a set at 10
+replicas spreads one member's tar and .npy headers over 80 records.
 """
 
 from __future__ import annotations
@@ -23,27 +28,24 @@ import importlib.metadata
 import io
 import json
 import random
-import zlib
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
+import xxhash
 
-from common.images import decode_jpeg
-from data.augment import BadRecipe, RecordedRandAugment, Variant, make_variant
+from data.augment import Variant, make_variant
 from data.labels import load_npy
+from data.randaug import RandAugment
+from data.render import BadRecipe, decode_source
 
-RECIPE_VERSION = 1
+# 2: one uint8 HWC renderer (OpenCV resize, integer RandAugment kernels, fixed-point mix), a
+# digest over pixels, record and class, samples of ``pack`` images
+RECIPE_VERSION = 2
 VIEWS = "views.npy"
 CLASSES = "cls.npy"
-RENDER_LIBRARIES = (
-    "torch",
-    "torchvision",
-    "numpy",
-    "pillow",
-    "opencv-python-headless",
-    "simplejpeg",
-)
+RENDER_LIBRARIES = ("numpy", "opencv-python-headless", "simplejpeg", "pillow", "xxhash")
 
 
 def image_member(i: int) -> str:
@@ -77,11 +79,23 @@ def version_drift(recorded: dict[str, str]) -> dict[str, tuple[str, str]]:
     return {k: (v, here.get(k, "missing")) for k, v in recorded.items() if here.get(k) != v}
 
 
-def view_digest(view: torch.Tensor) -> int:
-    """CRC-32 of a rendered uint8 view (shape included): catches a replay that differs from the
-    labelled pixels (a 1 in 4 billion miss), at 0.04 ms per 224-px view (blake2b: 0.16 ms)."""
-    data = view.contiguous().numpy()
-    return zlib.crc32(data, zlib.crc32(str(tuple(view.shape)).encode()))
+def pixel_hash(view: np.ndarray) -> int:
+    """64-bit XXH3 of a rendered uint8 view, its shape included (a few microseconds at 224 px)."""
+    h = xxhash.xxh3_64(str(view.shape).encode())
+    h.update(np.ascontiguousarray(view))
+    return h.intdigest()
+
+
+def view_digest(pixels: int, row: np.void, cls: int) -> int:
+    """The 32-bit digest stored in a record: the view's ``pixel_hash``, the record's bytes with
+    its digest field zeroed (label included) and the image's class. A view that replays
+    differently, or whose label or class changed, fails the check (a 1 in 4 billion miss)."""
+    record = row.copy()
+    record["digest"] = 0
+    h = xxhash.xxh3_64(pixels.to_bytes(8, "little"))
+    h.update(record.tobytes())
+    h.update(int(cls).to_bytes(8, "little", signed=True))
+    return h.intdigest() & 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -98,7 +112,7 @@ class ViewCodec:
     label: str | None
     top_k: int | None = None
 
-    @property
+    @cached_property
     def dtype(self) -> np.dtype:
         fields: list[tuple] = [("crop", "<u2", (4,)), ("digest", "<u4")]
         if self.kind in ("randaug", "extra") and self.num_ops:
@@ -117,14 +131,16 @@ class ViewCodec:
     def spec(self) -> dict:
         return asdict(self)
 
-    def encode(self, recipes: list[dict], digests: list[int], probs, indices) -> np.ndarray:
-        """Records for ``recipes`` (with the views' digests and the teacher's labels)."""
+    def encode(
+        self, recipes: list[dict], pixels: list[int], classes: list[int], probs, indices
+    ) -> np.ndarray:
+        """Records for ``recipes``: the views' ``pixel_hash`` values and their images' classes
+        (both go into each digest, with the record itself) and the teacher's labels."""
         boxes = [r["crop"] for r in recipes] + [r.get("partner_crop", [0]) for r in recipes]
         if boxes and max(max(b) for b in boxes) > 65535:
             raise ValueError("a crop box exceeds 65535 px, the record's limit: lower raw_size")
         out = np.zeros(len(recipes), dtype=self.dtype)
         out["crop"] = [r["crop"] for r in recipes]
-        out["digest"] = digests
         if "ops" in self.dtype.names:
             out["ops"] = [r["ops"] for r in recipes]
         if self.kind == "mixup":
@@ -137,6 +153,8 @@ class ViewCodec:
             out["prob"] = np.stack(probs)
         if self.label == "topk":
             out["cls"] = np.stack(indices)
+        for row, px, cls in zip(out, pixels, classes, strict=True):
+            row["digest"] = view_digest(px, row, cls)
         return out
 
     def recipe(self, row: np.void) -> dict:
@@ -159,12 +177,15 @@ class ViewCodec:
     def soft_label(self, row: np.void) -> torch.Tensor:
         """The stored label as dense fp32 probabilities (top-k renormalised, as in pixel sets)."""
         if self.label == "topk":
-            cls = row["cls"].astype(np.int64)
+            cls = row["cls"].astype(np.intp)
             if cls.max() >= self.num_classes:
                 raise BadRecipe(f"label names class {int(cls.max())} of {self.num_classes}")
-            out = torch.zeros(self.num_classes)
-            out[torch.from_numpy(cls)] = torch.from_numpy(row["prob"].astype(np.float32))
-            return out / out.sum() if out.sum() > 0 else out
+            out = np.zeros(self.num_classes, dtype=np.float32)
+            out[cls] = row["prob"]
+            total = out.sum()
+            if total > 0:
+                out /= total
+            return torch.from_numpy(out)
         if self.label == "full":
             return torch.from_numpy(row["prob"].astype(np.float32))
         raise BadRecipe("the set has no teacher labels")
@@ -181,6 +202,16 @@ def tar_bytes(n: int) -> int:
     return 512 + -(-n // 512) * 512
 
 
+def stale_recipe_message(spec: dict) -> str:
+    """One line: the set was rendered by another recipe format, and the command that rebuilds it."""
+    name = (spec.get("variant") or {}).get("name", "<set>")
+    return (
+        f"recipe set {name} was built with recipe format {spec.get('version')}, this loader "
+        f"renders format {RECIPE_VERSION}: rebuild it with python -m data.build "
+        f"build.store=recipe overwrite=true only=[{name}] (plus the build's dataset options)"
+    )
+
+
 class Replayer:
     """Renders the views of one recipe set from its manifest's ``recipe`` section.
 
@@ -189,14 +220,11 @@ class Replayer:
 
     def __init__(self, spec: dict, num_classes: int, check_digest: bool = True) -> None:
         if spec.get("version") != RECIPE_VERSION:
-            raise ValueError(
-                f"recipe format {spec.get('version')} is not this loader's ({RECIPE_VERSION}): "
-                "rebuild the set with python -m data.build"
-            )
-        if list(spec.get("ops", [])) != list(RecordedRandAugment.OPS):
+            raise ValueError(stale_recipe_message(spec))
+        if list(spec.get("ops", [])) != list(RandAugment.OPS):
             raise ValueError(
                 f"the set's RandAugment op table {spec.get('ops')} differs from this "
-                f"torchvision's {list(RecordedRandAugment.OPS)}: rebuild the set"
+                f"loader's {list(RandAugment.OPS)}: rebuild the set"
             )
         self.spec, self.check_digest = spec, check_digest
         self.codec = ViewCodec(**spec["codec"])
@@ -224,25 +252,58 @@ class Replayer:
             )
         return views
 
-    def render(self, sample: dict, i: int, replica: int, views: np.ndarray | None = None):
-        """(view uint8 [3, H, W], record) of image ``i``'s ``replica``; ``BadRecipe`` if not exact."""
-        views = self.records(sample) if views is None else views
+    def classes(self, sample: dict, views: np.ndarray) -> np.ndarray:
+        """The sample's ``cls.npy``: one class per source image (-1: unlabelled)."""
+        if CLASSES not in sample:
+            raise BadRecipe(f"sample has no {CLASSES}")
+        classes = load_npy(sample[CLASSES])
+        if classes.shape != (views.shape[0],) or classes.dtype.kind not in "iu":
+            raise BadRecipe(
+                f"{CLASSES} holds {classes.dtype} {classes.shape}, expected one int per image "
+                f"({views.shape[0]})"
+            )
+        return classes
+
+    def row(self, views: np.ndarray, i: int, replica: int) -> np.void:
+        """The record of image ``i``'s ``replica``; ``BadRecipe`` outside the sample's views."""
         if not 0 <= i < views.shape[0] or not 0 <= replica < views.shape[1]:
             raise BadRecipe(f"view ({i}, {replica}) outside the sample's {views.shape}")
-        row = views[i, replica]
+        return views[i, replica]
+
+    def render(
+        self,
+        sample: dict,
+        i: int,
+        replica: int,
+        views: np.ndarray | None = None,
+        sources: dict[int, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.void, int]:
+        """(view uint8 [H, W, 3], record, class) of image ``i``'s ``replica``.
+
+        ``sources`` caches decoded source images by index across calls on one sample (a mixup
+        group's views read each other's images). ``BadRecipe`` when a field is out of range or,
+        with the digest check on, when the view, its label or its class is not what was built.
+        """
+        views = self.records(sample) if views is None else views
+        row = self.row(views, i, replica)
+        cls = int(self.classes(sample, views)[i])
         recipe = self.codec.recipe(row)
-        images: list[torch.Tensor | None] = [None] * views.shape[0]
+        sources = {} if sources is None else sources
+        images: list[np.ndarray | None] = [None] * views.shape[0]
         for j in {i, recipe.get("partner", i)}:
             if not 0 <= j < len(images) or image_member(j) not in sample:
                 raise BadRecipe(f"recipe reads source image {j}.jpg, which the sample lacks")
-            images[j] = decode_jpeg(sample[image_member(j)])
+            if j not in sources:
+                sources[j] = decode_source(sample[image_member(j)])
+            images[j] = sources[j]
         view = self.variant.render(recipe, images, i)
-        if self.check_digest and view_digest(view) != int(row["digest"]):
+        if self.check_digest and view_digest(pixel_hash(view), row, cls) != int(row["digest"]):
             raise BadRecipe(
-                "replayed view differs from the one the teacher labelled (digest); library "
-                "versions differ? run python -m data.verify on the set"
+                "view differs from the one the teacher labelled (digest over pixels, label and "
+                "class): a changed record, or other library versions (run python -m data.verify "
+                "on the set)"
             )
-        return view, row
+        return view, row, cls
 
 
 class ReplicaPicker:

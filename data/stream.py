@@ -48,9 +48,10 @@ from torch.utils.data import IterableDataset, default_collate, get_worker_info
 from common.images import decode_jpeg_hwc
 from data.augment import random_resized_crop
 from data.batch_decode import jpeg_problem, pack_jpegs
-from data.labels import decode_soft_label, load_npy
-from data.recipes import CLASSES, Replayer, ReplicaPicker, group_size, image_member
+from data.labels import decode_soft_label
+from data.recipes import Replayer, ReplicaPicker, group_size, image_member
 from data.remote import ServerGone, open_read, read_json
+from data.render import flip as flip_view
 from data.tario import samples as tar_members_by_key
 
 log = logging.getLogger("data")
@@ -193,37 +194,68 @@ def decode_view(
     source: int,
     flip: bool,
     rng: random.Random | None = None,
+    sources: dict | None = None,
 ) -> dict:
     """A recipe sample's image ``__image__`` rendered as one of its stored views (the replica
-    ``pick`` chooses; replica 0 without one), with its stored label; bad recipes are skips."""
+    ``pick`` chooses; replica 0 without one), with its stored label; bad recipes are skips.
+    ``sources``: decoded source images shared by the calls on one sample."""
+    if "__bad__" in sample:
+        return sample
     i = int(sample.get("__image__", 0))
     try:
         views = replay.records(sample)
         # the shard's file name, not its path: the same seed picks the same views wherever the
         # shards live (a path made every cache location pick differently)
-        name = f"{Path(sample.get('__url__', '')).name}:{sample.get('__key__', '')}:{i}"
+        shard = sample.get("__url__", "").rpartition("/")[2]
+        name = f"{shard}:{sample.get('__key__', '')}:{i}"
         replica = pick(name, views.shape[1]) if pick is not None else 0
-        view, row = replay.render(sample, i, replica, views)
-        soft = replay.codec.soft_label(row)
-        classes = load_npy(sample[CLASSES])
-        label = int(classes[i])
+        soft = replay.codec.soft_label(replay.row(views, i, replica))  # a bad class, by name
+        view, _, label = replay.render(sample, i, replica, views, sources)
         if not -1 <= label < num_classes:
             raise ValueError(f"class {label} outside [0, {num_classes})")
     except KeyError as e:
         return {"__bad__": (sample_key(sample), f"sample missing a key: {e.args[0]}")}
     except Exception as e:  # a bad recipe, an undecodable source image
         return {"__bad__": (f"{sample_key(sample)}:{i}", f"{type(e).__name__}: {str(e)[:200]}")}
-    image = view.permute(1, 2, 0)
     if flip and rng is not None and rng.random() < 0.5:
-        image = image.flip(1)
+        view = flip_view(view)
     return {
-        "image": image.contiguous(),
+        "image": torch.from_numpy(view),
         "label": label,
         "source": source,
         "url": sample.get("__url__", ""),
         "key": f"{sample.get('__key__', '')}.{i}",
         "soft": soft,
     }
+
+
+def rendered_groups(
+    samples: Iterable[dict], render: Callable[..., dict], skip: Callable[[str, str], None]
+) -> Iterator[dict]:
+    """Recipe sets whose views read other images of their sample (mixup): every image of a
+    sample rendered as soon as the sample is read, each source decoded once for all of them.
+    Bad samples and views go to ``skip(where, why)`` instead of the stream."""
+    for s in samples:
+        if "__bad__" in s:
+            skip(*s["__bad__"])
+            continue
+        try:
+            n = group_size(s)
+        except Exception as e:  # an unreadable cls.npy
+            skip(sample_key(s), f"{type(e).__name__}: {str(e)[:200]}")
+            continue
+        if n == 0:
+            skip(sample_key(s), "recipe sample has no source image (0.jpg)")
+        sources: dict = {}
+        for i in range(n):
+            if image_member(i) not in s:
+                skip(f"{sample_key(s)}:{i}", f"group lacks {image_member(i)}")
+                continue
+            out = render({**s, "__image__": i}, sources=sources)
+            if "__bad__" in out:
+                skip(*out["__bad__"])
+            else:
+                yield out
 
 
 def crop_raw(
@@ -569,14 +601,22 @@ class TrainStream(IterableDataset):
         decode = partial(
             decode_view, replay=replay, num_classes=self.num_classes, source=idx, flip=self.flip
         )
-        pool = self._pool(idx, rng, partial(decode, pick=None, flip=False), expand_groups)
-        aug = rng(f"augment{idx}")
-        for raw in shuffled(pool, self.shuffle, rng(f"shuffle{idx}")):
-            s = decode(raw, pick=pick, rng=aug)
-            if "__bad__" in s:
-                self.skips.add(*s["__bad__"])
-                continue
-            yield s
+        aug, order = rng(f"augment{idx}"), rng(f"shuffle{idx}")
+        if replay.variant.group == 1:  # a view reads its own image only: render after the shuffle
+            pool = self._pool(idx, rng, partial(decode, pick=None, flip=False), expand_groups)
+            for raw in shuffled(pool, self.shuffle, order):
+                s = decode(raw, pick=pick, rng=aug)
+                if "__bad__" in s:
+                    self.skips.add(*s["__bad__"])
+                    continue
+                yield s
+            return
+        # mixup: a sample's views read each other's images, so the sample is rendered when it is
+        # read (one decode per source instead of one per view and partner) and the buffer holds
+        # rendered views; what the rendering finds bad is counted at once, never buffered
+        pool = self._pool(idx, rng, partial(decode, pick=None, flip=False))
+        render = partial(decode, pick=pick, rng=aug)
+        yield from shuffled(rendered_groups(pool, render, self.skips.add), self.shuffle, order)
 
 
 def train_pipeline(*args, **kwargs) -> TrainStream:

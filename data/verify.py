@@ -2,11 +2,12 @@
 
 Re-renders N random views of a recipe set (data/recipes.py) with this machine's libraries,
 reruns the set's teacher on them and compares with what the build stored: the fraction of views
-whose pixels are bit-identical (digest), top-1 agreement and mean KL(stored || fresh) between
-the stored and the fresh labels. The last line reads
-``verify: views=N pixel_exact=F top1_agreement=F mean_kl=F``; the exit status is 1 when top-1
-agreement is below 1.0 or a view cannot be rendered (this is the CPU path: the loader renders on
-the CPU). A pixel set is checked the same way on its stored JPEGs (``--teacher`` needed).
+that pass the loader's digest check (pixels, stored label and class all as built), top-1
+agreement and mean KL(stored || fresh) between the stored and the fresh labels. The last line
+reads ``verify: views=N view_exact=F top1_agreement=F mean_kl=F``; the exit status is 1 when a
+view fails the digest (training skips exactly those views), top-1 agreement is below 1.0 or a
+view cannot be rendered (this is the CPU path: the loader renders on the CPU). A pixel set is
+checked the same way on its stored JPEGs (``--teacher`` needed; no digest there).
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ from tqdm import tqdm
 from common.images import decode_jpeg
 from data import remote, urls
 from data.labels import decode_soft_label
-from data.recipes import BadRecipe, Replayer, group_size, random_views, version_drift, view_digest
+from data.recipes import (
+    BadRecipe,
+    Replayer,
+    group_size,
+    pixel_hash,
+    random_views,
+    version_drift,
+    view_digest,
+)
 from data.shards import ManifestError, read_manifest
 from data.stream import record_counts, shard_samples
 
@@ -62,7 +71,7 @@ def _picked(m, n: int, seed: int) -> dict[str, list[tuple[int, float, float]]]:
 
 
 def rendered_views(m, n: int, seed: int, progress: bool = True):
-    """(views uint8 [N, 3, H, W], stored labels [N, C], digest matches, failures)."""
+    """(views uint8 [N, 3, H, W], stored labels [N, C], digest checks passed, failures)."""
     recipe = m.data.get("recipe")
     replay = Replayer(recipe, m.num_classes, check_digest=False) if recipe else None
     views, labels, exact, failed = [], [], [], []
@@ -90,10 +99,11 @@ def rendered_views(m, n: int, seed: int, progress: bool = True):
                         records = replay.records(sample)
                         i = math.floor(u_img * group_size(sample))
                         r = math.floor(u_rep * records.shape[1])
-                        view, row = replay.render(sample, i, r, records)
-                        views.append(view)
+                        view, row, cls = replay.render(sample, i, r, records)
+                        views.append(torch.from_numpy(view).permute(2, 0, 1))
                         labels.append(replay.codec.soft_label(row))
-                        exact.append(view_digest(view) == int(row["digest"]))
+                        digest = view_digest(pixel_hash(view), row, cls)
+                        exact.append(digest == int(row["digest"]))
                 except (BadRecipe, KeyError, ValueError) as e:
                     failed.append((where, f"{type(e).__name__}: {e}"))
                 bar.update(1)
@@ -158,7 +168,7 @@ def verify(
         "failed": len(failed),
         "failures": [list(f) for f in failed[:10]],
         "version_drift": version_drift(recipe.get("versions", {})) if recipe else {},
-        "pixel_exact": sum(exact) / len(exact) if exact else 0.0,
+        "view_exact": sum(exact) / len(exact) if exact else 0.0,
         "top1_agreement": 0.0,
         "mean_kl": float("nan"),
     }
@@ -176,7 +186,7 @@ def report(result: dict) -> str:
     for where, why in result["failures"]:
         lines.append(f"  cannot render {where}: {why}")
     lines.append(
-        f"verify: views={result['views']} pixel_exact={result['pixel_exact']:.4f} "
+        f"verify: views={result['views']} view_exact={result['view_exact']:.4f} "
         f"top1_agreement={result['top1_agreement']:.4f} mean_kl={result['mean_kl']:.3g}"
     )
     return "\n".join(lines)
@@ -202,7 +212,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(report(result))
-    return 0 if result["failed"] == 0 and result["top1_agreement"] >= 1.0 else 1
+    return 0 if passed(result) else 1
+
+
+def passed(result: dict) -> bool:
+    """Every view rendered, passed the loader's digest check and kept the teacher's top-1."""
+    return result["failed"] == 0 and result["view_exact"] >= 1.0 and result["top1_agreement"] >= 1.0
 
 
 if __name__ == "__main__":

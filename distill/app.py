@@ -254,8 +254,10 @@ def ensure_data(c: dict) -> None:
 
 def _check_storage(c: dict, root: str, built: list[str]) -> None:
     """Built sets must be stored the way ``build.store`` says (a changed default must not leave
-    a run silently training on the old pixel views)."""
-    wrong = []
+    a run silently training on the old pixel views), and recipe sets in this loader's format."""
+    from data.recipes import RECIPE_VERSION
+
+    wrong, stale = [], []
     for name in built:
         variant = (c.get("variants") or {}).get(name) or {}
         want = "pixels" if variant.get("kind", "plain") == "plain" else c["build"]["store"]
@@ -263,6 +265,15 @@ def _check_storage(c: dict, root: str, built: list[str]) -> None:
         have = (manifest.get("storage") or {}).get("mode", "pixels")
         if have != want:
             wrong.append(f"{name} ({have})")
+        elif have == "recipe" and (manifest.get("recipe") or {}).get("version") != RECIPE_VERSION:
+            stale.append(name)
+    if stale:
+        raise UsageError(
+            f"recipe sets {', '.join(stale)} under {root} were built with an older recipe format "
+            f"(this version renders format {RECIPE_VERSION}): rebuild them with python -m "
+            f"data.build build.store=recipe overwrite=true only=[{','.join(stale)}] and this "
+            "run's dataset options"
+        )
     if wrong:
         raise UsageError(
             f"shard sets {', '.join(wrong)} under {urls.redact(root)} are not stored as build.store="

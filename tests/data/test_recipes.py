@@ -14,7 +14,7 @@ import torch
 
 from data.builder import build_sets
 from data.datamodule import DistillDataModule
-from data.recipes import VIEWS, Replayer, ReplicaPicker, group_size, view_digest
+from data.recipes import VIEWS, Replayer, ReplicaPicker, group_size, pixel_hash, view_digest
 from data.shards import read_manifest, shard_name, write_json_atomic, write_shard
 from data.sources import DigitsSource
 from data.stream import NoUsableSample, expand_groups, loader, train_pipeline
@@ -72,8 +72,8 @@ def test_every_stored_view_replays_bit_exactly_with_the_teachers_label(recipe_se
         images += records.shape[0]
         for i in range(records.shape[0]):
             for r in range(records.shape[1]):
-                view, row = replay.render(sample, i, r, records)
-                views.append(view)
+                view, row, _ = replay.render(sample, i, r, records)
+                views.append(torch.from_numpy(view).permute(2, 0, 1))
                 stored.append(replay.codec.soft_label(row))
     src = sources["pool" if name == "extra" else "labelled"]
     if name != "extra":  # each source image stored once, every replica of it recorded
@@ -83,6 +83,20 @@ def test_every_stored_view_replays_bit_exactly_with_the_teachers_label(recipe_se
     fresh = soft_labels(teacher, torch.stack(views), top_k=3)
     assert torch.equal(torch.stack(stored).argmax(1), fresh.indices[:, 0].long())
     assert reports[name].views == len(views)
+
+
+def test_samples_pack_8_images_and_never_more_than_a_shard_holds(recipe_sets, tmp_path):
+    root, teacher, sources, _ = recipe_sets
+    sizes = [group_size(s) for _, s in _all_samples(root / "randaug")]
+    assert max(sizes) == 8 and sum(sizes) == read_manifest(root / "randaug").num_samples
+    mixup = [group_size(s) for _, s in _all_samples(root / "mixup")]
+    assert max(mixup) == 4 and sorted(mixup)[1] == 4  # partner groups; only the last is short
+    ra = {**_variants()["randaug"], "replicas": 1}
+    build = {"store": "recipe", "shard_size": 3, "num_workers": 0, "progress": False}
+    build_sets({"ra": ra}, sources, teacher, tmp_path, build)
+    m = read_manifest(tmp_path / "ra")
+    per_shard = [sum(group_size(s) for s in read_samples(u).values()) for u in m.urls()]
+    assert max(per_shard) == 3 and sum(per_shard) == len(sources["labelled"].items)
 
 
 def test_pixel_sets_keep_their_identity_and_plain_sets_stay_pixels(recipe_sets, tmp_path):
@@ -106,7 +120,7 @@ def test_verify_reports_exact_replay_and_exits_zero(recipe_sets, capsys):
     rc = verify_main([str(root / "mixup"), "--samples", "40", "--no-progress"])
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert rc == 0, last
-    assert last == "verify: views=40 pixel_exact=1.0000 top1_agreement=1.0000 mean_kl=0"
+    assert last == "verify: views=40 view_exact=1.0000 top1_agreement=1.0000 mean_kl=0"
 
 
 def _copy_set(src: Path, dst: Path, change) -> Path:
@@ -139,10 +153,77 @@ def test_verify_catches_a_wrong_label_and_a_changed_view(recipe_sets, tmp_path, 
 
     wrong = _copy_set(root / "randaug", tmp_path / "relabelled", lambda s: _edit_views(s, relabel))
     result = verify(wrong, samples=30, progress=False)
-    assert result["pixel_exact"] == 1.0 and result["top1_agreement"] < 0.2
+    assert result["view_exact"] == 0.0 and result["top1_agreement"] < 0.2
     assert verify_main([str(wrong), "--samples", "30", "--no-progress"]) == 1
     moved = _copy_set(root / "randaug", tmp_path / "recropped", lambda s: _edit_views(s, recrop))
-    assert verify(moved, samples=30, progress=False)["pixel_exact"] < 0.2
+    assert verify(moved, samples=30, progress=False)["view_exact"] < 0.2
+    capsys.readouterr()
+
+
+def _edit_images(set_dir: Path, dst: Path, images: int, edit) -> tuple[Path, set[str]]:
+    """A copy of ``set_dir`` with ``edit(records)`` applied to every replica of its first
+    ``images`` images (same file sizes); returns the copy and those images' stream keys."""
+    done: set[str] = set()
+
+    def change(sample: dict) -> dict:
+        n = min(group_size(sample), images - len(done))
+        if n <= 0:
+            return sample
+        done.update(f"{sample['__key__']}:{i}" for i in range(n))
+        return _edit_views(sample, lambda v: edit(v[:n]))
+
+    return _copy_set(set_dir, dst, change), done
+
+
+def _skips_and_views(set_dir: Path, n_batches: int) -> tuple[list[tuple[str, str]], list[str]]:
+    """(skips, keys of the good views) of ``n_batches`` batches of the training stream."""
+    batches = _batches(_stream(set_dir, batch=16), n_batches)
+    return [x for b in batches for x in b["skipped"]], [k for b in batches for k in b["key"]]
+
+
+def test_verify_fails_and_training_skips_exactly_the_views_whose_digest_differs(
+    recipe_sets, tmp_path, capsys
+):
+    """A digest mismatch fails verify (exit 1) even when every top-1 stays; training skips
+    exactly the views of the changed records and no other."""
+    root, *_ = recipe_sets
+
+    def bad_digest(v):
+        v["digest"] ^= 1
+
+    changed, keys = _edit_images(root / "randaug", tmp_path / "digest", 3, bad_digest)
+    result = verify(changed, samples=200, progress=False)
+    assert result["top1_agreement"] == 1.0 and 0.0 < result["view_exact"] < 1.0
+    assert verify_main([str(changed), "--samples", "200", "--no-progress"]) == 1
+    skips, good = _skips_and_views(changed, 12)
+    skipped = {where.split(".tar:", 1)[1] for where, _ in skips}
+    assert skipped == keys and all("digest" in why for _, why in skips), skips[:3]
+    assert not {k.replace(".", ":") for k in good} & keys
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("name", ["randaug", "mixup"])
+def test_changed_probabilities_in_20_records_are_skipped_by_training_and_fail_verify(
+    recipe_sets, tmp_path, name, capsys
+):
+    """The stored label is covered by the view's digest: halving the third probability in 20
+    records (top-1 and file size unchanged) is a counted skip of exactly those views in training
+    and fails verify, which used to pass it."""
+    root, *_ = recipe_sets
+
+    def lower_third(v):
+        v["prob"][..., 2] = v["prob"][..., 2] / 2
+
+    per_image = REPLICAS[name]
+    images = 20 // per_image + (20 % per_image > 0)
+    changed, keys = _edit_images(root / name, tmp_path / "probs", images, lower_third)
+    result = verify(changed, samples=300, progress=False)
+    assert result["top1_agreement"] == 1.0 and result["view_exact"] < 1.0, result
+    assert verify_main([str(changed), "--samples", "300", "--no-progress"]) == 1
+    skips, good = _skips_and_views(changed, 12)
+    skipped = {where.split(".tar:", 1)[1] for where, _ in skips}
+    assert skips and all("digest" in why for _, why in skips), skips[:3]
+    assert skipped == keys and not {k.replace(".", ":") for k in good} & keys
     capsys.readouterr()
 
 
@@ -205,14 +286,21 @@ def test_stream_labels_are_the_stored_labels_of_the_rendered_view(recipe_sets):
     root, teacher, *_ = recipe_sets
     batch = _batches(_stream(root / "randaug"), 1)[0]
     m = read_manifest(root / "randaug")
-    by_key = {f"{s['__key__']}.0": s for _, s in _all_samples(root / "randaug")}
+    by_key = {
+        f"{s['__key__']}.{i}": (s, i)
+        for _, s in _all_samples(root / "randaug")
+        for i in range(group_size(s))
+    }
     replay = Replayer(m.data["recipe"], m.num_classes)
     for key, img, soft in zip(batch["key"], batch["image"], batch["soft"], strict=True):
-        sample = by_key[key]
+        sample, i = by_key[key]
         records = replay.records(sample)
-        rows = [replay.render(sample, 0, r, records) for r in range(records.shape[1])]
+        rows = [replay.render(sample, i, r, records) for r in range(records.shape[1])]
+        hwc = img.permute(1, 2, 0).numpy()
         hits = [
-            row for view, row in rows if torch.equal(view, img) or torch.equal(view.flip(-1), img)
+            row
+            for view, row, _ in rows
+            if np.array_equal(view, hwc) or np.array_equal(view[:, ::-1], hwc)
         ]
         assert hits and torch.equal(replay.codec.soft_label(hits[0]), soft)
 
@@ -247,12 +335,17 @@ def _set_field(field: str, value):
         ("crop outside", "mixup", _set_field("crop", 9999), "crop box"),
         ("missing partner", "mixup", _set_field("partner", 200), "which the sample lacks"),
         (
-            "missing source",
+            "missing sources",
             "randaug",
-            lambda s: {k: v for k, v in s.items() if k != "0.jpg"},
-            "0.jpg",
+            lambda s: {k: v for k, v in s.items() if not k.endswith(".jpg")},
+            "group lacks",
         ),
-        ("undecodable source", "randaug", lambda s: {**s, "0.jpg": b"no jpeg"}, "ImageError"),
+        (
+            "undecodable sources",
+            "randaug",
+            lambda s: {k: b"no jpeg" if k.endswith(".jpg") else v for k, v in s.items()},
+            "ImageError",
+        ),
         ("class count", "mixup", _set_field("cls", 60), "class 60"),
         ("digest", "mixup", _set_field("digest", 12345), "differs from the one the teacher"),
         ("no views", "mixup", lambda s: {k: v for k, v in s.items() if k != VIEWS}, "views.npy"),
@@ -296,8 +389,9 @@ def test_an_unknown_op_table_or_format_is_refused_before_training(recipe_sets):
     spec = read_manifest(root / "randaug").data["recipe"]
     with pytest.raises(ValueError, match="op table"):
         Replayer({**spec, "ops": ["Identity", "Warp"]}, 10)
-    with pytest.raises(ValueError, match="recipe format"):
-        Replayer({**spec, "version": 99}, 10)
+    with pytest.raises(ValueError, match="recipe format") as err:
+        Replayer({**spec, "version": 1}, 10)
+    assert "python -m data.build build.store=recipe overwrite=true only=[randaug]" in str(err.value)
     with pytest.raises(ValueError, match="classes"):
         Replayer(spec, 11)
 
@@ -307,12 +401,12 @@ def test_other_library_versions_are_warned_about(recipe_sets, tmp_path, caplog):
     for name in ("randaug", "mixup"):
         shutil.copytree(root / name, tmp_path / name)
     m = read_manifest(tmp_path / "randaug")
-    m.data["recipe"]["versions"]["torchvision"] = "0.1.0"
+    m.data["recipe"]["versions"]["opencv-python-headless"] = "0.1.0"
     write_json_atomic(m.path, m.data)
     dm = DistillDataModule(tmp_path, {"randaug": 1}, "mixup", batch_size=4, num_workers=0)
     with caplog.at_level(logging.WARNING, logger="data"):
         dm.prepare()
-    assert "torchvision 0.1.0 ->" in caplog.text and "data.verify" in caplog.text
+    assert "opencv-python-headless 0.1.0 ->" in caplog.text and "data.verify" in caplog.text
 
 
 def test_two_ranks_on_a_one_shard_recipe_set_both_get_batches(recipe_sets, tmp_path):
@@ -323,11 +417,21 @@ def test_two_ranks_on_a_one_shard_recipe_set_both_get_batches(recipe_sets, tmp_p
         assert batch["image"].shape == (8, 3, 32, 32) and not batch["skipped"]
 
 
-def test_digest_covers_every_pixel():
-    view = torch.zeros(3, 8, 8, dtype=torch.uint8)
-    changed = view.clone()
-    changed[2, 7, 7] = 1
-    assert view_digest(view) != view_digest(changed)
+def test_digest_covers_every_pixel_the_record_and_the_class():
+    view = np.zeros((8, 8, 3), dtype=np.uint8)
+    changed = view.copy()
+    changed[7, 7, 2] = 1
+    assert pixel_hash(view) != pixel_hash(changed)
+    assert pixel_hash(view) != pixel_hash(view.reshape(4, 16, 3))  # the shape too
+    row = np.zeros(1, dtype=[("crop", "<u2", (4,)), ("digest", "<u4"), ("prob", "<f2", (3,))])[0]
+    digest = view_digest(pixel_hash(view), row, 3)
+    assert view_digest(pixel_hash(view), row, 4) != digest
+    other = row.copy()
+    other["prob"][2] = 0.5
+    assert view_digest(pixel_hash(view), other, 3) != digest
+    other = row.copy()
+    other["digest"] = 99  # the digest field itself is left out
+    assert view_digest(pixel_hash(view), other, 3) == digest
 
 
 def test_preview_renders_recipe_views(recipe_sets):

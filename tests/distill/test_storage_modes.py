@@ -4,6 +4,7 @@ them) and ``build.store=pixels``; a run never trains on sets stored otherwise th
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,20 @@ def test_the_default_stores_recipes_and_a_run_refuses_other_storage(tiny_cache, 
     cfg = compose_train([*SMOKE, *tiny_cache, "build.store=pixels"], tmp_path)
     with pytest.raises(UsageError, match=r"randaug \(recipe\).*build\.store=pixels"):
         run(cfg)
+
+
+def test_a_recipe_set_of_an_older_format_is_refused_with_the_rebuild_command(tiny_cache, tmp_path):
+    cache = Path(next(o.split("=", 1)[1] for o in tiny_cache if o.startswith("paths.cache=")))
+    copy = shutil.copytree(cache, tmp_path / "cache")
+    overrides = [f"paths.cache={copy}" if o.startswith("paths.cache=") else o for o in tiny_cache]
+    manifest = copy / "shards" / "digits" / "randaug" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["recipe"]["version"] = 1
+    manifest.write_text(json.dumps(data))
+    cfg = compose_train([*SMOKE, *overrides], tmp_path / "run")
+    with pytest.raises(UsageError) as err:
+        run(cfg)
+    message = str(err.value)
+    assert "\n" not in message and "recipe sets randaug" in message
+    assert "python -m data.build build.store=recipe overwrite=true only=[randaug]" in message
+    assert not (tmp_path / "run" / "checkpoints").exists()  # refused before any work
