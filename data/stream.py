@@ -47,6 +47,7 @@ from common.images import decode_jpeg_hwc
 from data.augment import random_resized_crop
 from data.batch_decode import jpeg_problem, pack_jpegs
 from data.labels import decode_soft_label, load_npy
+from data.live import fresh_view, live_per_batch
 from data.recipes import CLASSES, BadRecipe, Replayer, ReplicaPicker, group_size
 from data.tario import samples as tar_members_by_key
 
@@ -329,6 +330,25 @@ def batches(samples: Iterable[dict], size: int, partial_last: bool) -> Iterator[
         yield collate(batch)
 
 
+def hybrid_batches(
+    live: Iterator[dict], stored: Iterator[dict] | None, n_live: int, size: int, num_classes: int
+) -> Iterator[dict]:
+    """``mode=hybrid``: full batches of ``n_live`` live samples, then ``size - n_live`` stored.
+
+    Live samples come first (they are always pixels, so ``collate`` keeps them in front) and
+    ``live`` marks them; their ``soft`` rows are NaN, since no stored label may stand in for the
+    teacher's.
+    """
+    no_label = torch.full((num_classes,), float("nan"))
+    marks = torch.arange(size) < n_live
+    while True:
+        head = [{**s, "soft": no_label} for s in itertools.islice(live, n_live)]
+        tail = list(itertools.islice(stored, size - n_live)) if stored is not None else []
+        batch = collate(head + tail)
+        batch["live"] = marks.clone()
+        yield batch
+
+
 def check_decode(decode: str) -> None:
     """Where pixels are decoded: ``cpu`` (loader workers) or ``gpu`` (the training device)."""
     if decode not in DECODE_STAGES:
@@ -429,6 +449,7 @@ class TrainStream(IterableDataset):
         recipes: list[dict | None] | None = None,
         recipe_check: bool = True,
         decode: str = "cpu",
+        live: list[bool] | None = None,
     ) -> None:
         super().__init__()
         check_decode(decode)
@@ -451,6 +472,9 @@ class TrainStream(IterableDataset):
             if spec is not None:
                 Replayer(spec, num_classes)
         self.recipe_check, self.decode = recipe_check, decode
+        self.live = list(live) if live else [False] * len(sets)
+        if len(self.live) != len(sets):
+            raise ValueError("train_pipeline needs one live flag per shard set")
         self.epoch = 0
         self._pickers: dict[int, ReplicaPicker] = {}
 
@@ -459,11 +483,26 @@ class TrainStream(IterableDataset):
         rng = partial(stream_rng, self.seed, self.rank, worker, self.epoch)
         self.epoch += 1
         streams = [self._set_stream(i, rng) for i in range(len(self.sets))]
+        if any(self.live):
+            return self._hybrid(streams, rng)
         stream = streams[0] if len(streams) == 1 else mixed(streams, self.weights, rng("mix"))
         return batches(drop_bad(stream), self.batch_size, partial_last=False)
 
+    def _hybrid(self, streams: list[Iterator], rng: Callable[[str], random.Random]) -> Iterator:
+        """Live and stored sets mixed apart, then joined at a fixed count per batch."""
+        parts = {}
+        for flag, purpose in ((True, "mix_live"), (False, "mix_stored")):
+            idx = [i for i, live in enumerate(self.live) if live == flag]
+            if idx:
+                sub, w = [streams[i] for i in idx], [self.weights[i] for i in idx]
+                parts[flag] = drop_bad(sub[0] if len(sub) == 1 else mixed(sub, w, rng(purpose)))
+        n_live = live_per_batch(self.batch_size, self.weights, self.live)
+        return hybrid_batches(
+            parts[True], parts.get(False), n_live, self.batch_size, self.num_classes
+        )
+
     def _set_stream(self, idx: int, rng: Callable[[str], random.Random]) -> Iterator[dict]:
-        urls, need_soft = self.sets[idx], self.online is None
+        urls, need_soft = self.sets[idx], self.online is None and not self.live[idx]
         if self.recipes[idx] is not None:
             yield from self._recipe_stream(idx, rng)
             return
@@ -472,7 +511,7 @@ class TrainStream(IterableDataset):
             num_classes=self.num_classes,
             source=idx,
             need_soft=need_soft,
-            keep_jpeg=self.decode == "gpu" and self.online is None,  # online crops need pixels
+            keep_jpeg=self.decode == "gpu" and need_soft,  # online crops and live views: pixels
         )
         pool = ShardPool(
             self.names[idx],
@@ -496,20 +535,31 @@ class TrainStream(IterableDataset):
         replay = Replayer(self.recipes[idx], self.num_classes, self.recipe_check)
         worker, _ = _worker()
         pick = self._pickers.setdefault(idx, ReplicaPicker(self.seed, self.rank, worker))
-        decode = partial(
-            decode_view, replay=replay, num_classes=self.num_classes, source=idx, flip=self.flip
-        )
+        if self.live[idx]:  # a new view each visit, labelled by the teacher in the step
+            decode = partial(fresh_view, replay=replay, num_classes=self.num_classes, source=idx)
+            check = partial(decode, flip=False, rng=random.Random(0))
+            decode = partial(decode, flip=self.flip)
+        else:
+            decode = partial(
+                decode_view,
+                replay=replay,
+                num_classes=self.num_classes,
+                source=idx,
+                flip=self.flip,
+                pick=pick,
+            )
+            check = partial(decode, pick=None, flip=False)
         pool = ShardPool(
             self.names[idx],
             split_by_rank(urls, self.rank, self.world),
             list(urls),
             rng(f"shards{idx}"),
-            partial(decode, pick=None, flip=False),
+            check,
             f"rank {self.rank}/{self.world}",
         )
         aug = rng(f"augment{idx}")
         for raw in shuffled(expand_groups(pool), self.shuffle, rng(f"shuffle{idx}")):
-            yield decode(raw, pick=pick, rng=aug)
+            yield decode(raw, rng=aug)
 
 
 def train_pipeline(*args, **kwargs) -> TrainStream:

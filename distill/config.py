@@ -22,6 +22,9 @@ from omegaconf import MISSING, OmegaConf
 
 from data.config import BuildConfig, DatasetKeys, PathsConfig, register_build_configs
 
+MODES = ("offline", "online", "hybrid", "labels")
+LIVE_TEACHER_MODES = ("online", "hybrid")  # the teacher runs in the training step
+
 
 @dataclass
 class LossConfig:
@@ -102,6 +105,7 @@ class DataConfig:
     val_batch_size: int | None = MISSING
     recipe_check: bool = MISSING
     decode: str = MISSING  # auto | cpu | gpu (data/batch_decode.py)
+    labels_from: dict[str, str] = MISSING  # mode=hybrid: set -> stored | live (data/live.py)
     online: OnlineConfig = field(default_factory=OnlineConfig)
 
 
@@ -140,7 +144,7 @@ class TrainConfig(DatasetKeys):
     optional ``wandb`` section (conf/logger/wandb.yaml)."""
 
     student: StudentConfig = MISSING
-    mode: str = MISSING  # offline | online | labels
+    mode: str = MISSING  # offline | online | hybrid | labels
     seed: int = MISSING
     matmul_precision: str = MISSING
     ckpt_path: str | None = MISSING
