@@ -16,6 +16,8 @@ the environment inside a worker.
   rotation. When every shard of a rank is unusable the rank falls back to the whole set; when
   the whole set is unusable the stream raises ``NoUsableSample`` naming each shard and why,
   instead of resampling forever (which also ignored SIGTERM: Lightning checks between batches).
+- Hybrid (``live`` flags, data/live.py): the live sets and the stored sets are mixed apart and
+  every batch takes a fixed count from each, live samples first (``hybrid_batches``).
 - Validation: exact and balanced whatever the shard count. Every rank reads every validation
   shard and keeps the samples whose global index ``i`` (manifest order) has
   ``i % world == rank``; loader workers split the shards. Trade-off: each rank reads the whole

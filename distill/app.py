@@ -26,7 +26,7 @@ from data.build import BuildConfigError
 from data.datamodule import live_sets
 from data.sources import SourceError
 from data.stream import NoUsableSample
-from data.teacher_setup import MissingTeacherError
+from data.teacher_setup import MissingTeacherError, teacher_needs_training
 from distill.checkpoints import resolve_resume
 from distill.config import LIVE_TEACHER_MODES, MODES, check_schema
 from distill.preemption import install_sigterm_escape
@@ -40,6 +40,7 @@ from distill.summary import (
     teacher_mismatch,
     teacher_top1,
 )
+from teachers.zoo import TeacherWeightsUnavailable
 
 log = logging.getLogger("distill")
 
@@ -211,10 +212,8 @@ def check_values(c: dict) -> None:
 
 def check_live_teacher(c: dict) -> None:
     """Online and hybrid runs need a teacher with weights: say so before any work."""
-    from data.teacher_setup import teacher_needs_training
-
     mode, t = c["mode"], c["teacher"]
-    if mode not in LIVE_TEACHER_MODES and c["loss"]["feature_weight"] <= 0:
+    if mode not in LIVE_TEACHER_MODES:
         return
     if t.get("checkpoint") is None and not t.get("pretrained", True):
         raise UsageError(
@@ -513,11 +512,9 @@ def distil(c: dict, out: Path, resume: tuple[str | None, int]) -> tuple:
     if c["mode"] in LIVE_TEACHER_MODES or c["loss"]["feature_weight"] > 0:
         try:
             teacher = teacher_from_config(c["teacher"], num_classes=dm.num_classes)
-        except (OSError, RuntimeError, ValueError) as e:
+        except TeacherWeightsUnavailable as e:  # no checkpoint and no hub: one line, no traceback
             raise UsageError(
-                f"mode={c['mode']} runs the teacher in the training step, but teacher "
-                f"{c['teacher']['spec']} (teacher.checkpoint={c['teacher'].get('checkpoint')}) "
-                f"did not load: {_last_line(e)}"
+                f"mode={c['mode']} runs the teacher in the training step: {e}"
             ) from None
     # seeded again: building the data in this run (a cold cache) draws from the global RNGs,
     # and the student's initialisation must not depend on whether the cache was warm

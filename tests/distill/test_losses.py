@@ -272,7 +272,7 @@ E2E = [
     ("offline", ["loss=dist"]),
     ("online", ["loss=dist"]),
     ("offline", ["loss=kl", "loss.standardize=true", "loss.temperature=2.0"]),
-    ("offline", ["loss.standardize=true"]),  # soft_ce
+    ("offline", ["loss=soft_ce", "loss.standardize=true"]),
 ]
 
 
