@@ -222,3 +222,24 @@ def test_stored_sets_of_a_hybrid_run_must_carry_labels(cfg):
     with pytest.raises(Exception, match=r"\['raw'\] have none.*labels_from"):
         dm.prepare()
     assert read_manifest(Path(cfg["data"]["root"]) / "raw").data.get("labels") is None
+
+
+@pytest.mark.slow  # a subprocess CLI
+def test_hybrid_with_no_live_set_on_the_command_line_fails_before_any_work(tmp_path):
+    cache = tmp_path / "cache"
+    proc = run_module(
+        "distill",
+        [
+            "student=mnv4_conv_s",
+            "mode=hybrid",
+            "data.labels_from={randaug: stored}",  # the whole mapping: mixup is stored too
+            f"paths.cache={cache}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        {"WANDB_MODE": "disabled"},
+    )
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert "mode=hybrid needs at least one training set marked live" in lines[0]
+    assert "data.labels_from" in lines[0] and len(lines) == 1
+    assert not cache.exists()
