@@ -12,6 +12,7 @@ training samples the teacher labelled and of the step time it took, and the trai
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import tempfile
@@ -37,8 +38,8 @@ MODES = {  # row name -> the modes it runs in (default: offline only)
 FAST = ["export.enabled=false", "report.enabled=false"]
 
 
-def run_table(tmp: Path, seeds: list[int], losses: dict[str, list[str]]) -> list[dict]:
-    cache, rows, baseline = tmp / "cache", [], {}
+def run_table(tmp: Path, cache: Path, seeds: list[int], losses: dict[str, list[str]]) -> list[dict]:
+    rows, baseline = [], {}
     for seed in seeds:
         for mode in ("offline", "online", "hybrid"):
             for name, overrides in losses.items():
@@ -138,13 +139,27 @@ def render(p: dict) -> str:
     return md
 
 
+def chosen_losses(q: bool) -> dict[str, list[str]]:
+    """``BENCH_LOSSES="soft_ce,kl + standardize"`` runs those rows only (all by default)."""
+    names = os.environ.get("BENCH_LOSSES")
+    if not names:
+        return {k: LOSSES[k] for k in ("soft_ce", "kl + standardize")} if q else LOSSES
+    wanted = [n.strip() for n in names.split(",")]
+    unknown = sorted(set(wanted) - set(LOSSES))
+    if unknown:
+        raise SystemExit(f"BENCH_LOSSES: unknown rows {unknown}; choose from {list(LOSSES)}")
+    return {k: LOSSES[k] for k in wanted}
+
+
 def main() -> None:
     q = quick()
     seeds = [0] if q else [0, 1, 2]
-    losses = {k: LOSSES[k] for k in ("soft_ce", "kl + standardize")} if q else LOSSES
+    losses = chosen_losses(q)
     tmp = Path(tempfile.mkdtemp(prefix="bench_losses_"))
+    # BENCH_CACHE: a digits cache built before (teacher and shards) instead of a cold one
+    cache = Path(os.environ["BENCH_CACHE"]) if os.environ.get("BENCH_CACHE") else tmp / "cache"
     try:
-        rows = run_table(tmp, seeds, losses)
+        rows = run_table(tmp, cache, seeds, losses)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     payload = {"seeds": seeds, "rows": rows, "summary": summarise(rows)}
