@@ -189,7 +189,7 @@ def test_two_ddp_ranks_take_equal_hybrid_steps_with_equal_teacher_work(cfg, tiny
         "student=mnv4_conv_s",
         "trainer=ddp_cpu",
         "trainer.max_steps=4",
-        "trainer.limit_val_batches=1",
+        "+trainer.limit_val_batches=1",
         "trainer.enable_progress_bar=false",
         "data.batch_size=8",
         "data.samples_per_epoch=64",
