@@ -3,9 +3,9 @@
 One ``_step`` serves training and validation. Offline mode reads the teacher's stored soft labels
 from the batch (the paper's recipe); online mode mixes the batch (extreme mixup) and asks the
 teacher for labels on exactly the tensor the student sees (function matching); hybrid mode asks
-the teacher for the batch's first ``live`` samples only and reads the rest's stored labels. Optional terms:
-ground-truth cross-entropy and feature distillation on the 1280-d pre-logits through a learned
-projection (mnv4.md §10.3). Batches arrive as uint8 images; normalisation, channels_last and
+the teacher for the batch's first ``n_live`` samples only and reads the others' stored labels.
+Optional terms: ground-truth cross-entropy and feature distillation on the 1280-d pre-logits
+through a learned projection (mnv4.md §10.3). Batches arrive as uint8 images; normalisation, channels_last and
 mixing happen on the device in ``on_after_batch_transfer``.
 """
 
