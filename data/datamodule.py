@@ -2,7 +2,9 @@
 
 Offline mode (the paper's): teacher-labelled sets mixed by weight (D1:D2:D3 = 1:1:2 by default),
 only a random horizontal flip on top. Online mode (function matching): a raw image set streamed
-with a fresh Inception crop per view; the teacher labels each batch in the training step.
+with a fresh Inception crop per view; the teacher labels each batch in the training step. Hybrid
+mode: the offline mix, where the sets ``labels_from`` marks ``live`` are labelled by the teacher
+in the training step (data/live.py) and the others by their stored labels.
 Rank and world size come from the trainer and are bound into the pipelines explicitly.
 """
 
@@ -14,6 +16,7 @@ from pathlib import Path
 import lightning as L
 
 from data import remote, urls
+from data.live import LABEL_SOURCES
 from data.recipes import version_drift
 from data.shards import Manifest, ManifestError, read_manifest
 from data.stream import loader, train_pipeline, val_pipeline
@@ -35,7 +38,8 @@ class DistillDataModule(L.LightningDataModule):
         num_workers: loader workers per device.
         samples_per_epoch: nominal epoch (default: the sum of the training sets' samples); an
             epoch is ``samples_per_epoch // (batch_size * world_size)`` batches on every rank.
-        mode: ``"offline"`` (stored teacher labels) or ``"online"`` (raw images).
+        mode: ``"offline"`` (stored teacher labels), ``"online"`` (raw images) or ``"hybrid"``
+            (the offline sets; those ``labels_from`` marks ``live`` labelled live).
         online: for online mode: ``set`` (raw set name), ``crop_size``, ``crop_scale``.
         flip: random horizontal flip of training images.
         seed: base seed for shard sampling, mixing and flips (distinct per rank and worker).
@@ -47,6 +51,8 @@ class DistillDataModule(L.LightningDataModule):
             pass bytes, the training device decodes each batch: data/batch_decode.py) or
             ``auto`` (``gpu`` when training on CUDA). Recipe views and online crops are
             always rendered in the workers.
+        labels_from: hybrid mode: set name -> ``"stored"`` or ``"live"`` (unnamed sets:
+            stored); at least one set with a positive weight must be live.
 
     ``python -m distill`` passes every argument from conf/train.yaml's ``data`` section.
     """
@@ -68,22 +74,24 @@ class DistillDataModule(L.LightningDataModule):
         val_batch_size: int | None = None,
         recipe_check: bool = True,
         decode: str = "auto",
+        labels_from: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
         if decode not in DECODE_CHOICES:
             raise ValueError(f"data.decode must be one of {DECODE_CHOICES}, got {decode!r}")
-        if mode not in ("offline", "online"):
-            raise ValueError(f"data mode must be 'offline' or 'online', got {mode!r}")
+        if mode not in ("offline", "online", "hybrid"):
+            raise ValueError(f"data mode must be 'offline', 'online' or 'hybrid', got {mode!r}")
         if mode == "online" and not (online and online.get("set")):
             raise ValueError("online mode needs online.set: the raw image set to stream")
         self.root = urls.check(root)
-        sets = dict(train_sets) if mode == "offline" else {online["set"]: 1.0}
+        sets = dict(train_sets) if mode != "online" else {online["set"]: 1.0}
         bad = {k: w for k, w in sets.items() if not w >= 0}
         if bad:
             raise ValueError(f"mixing weights must be >= 0 (0 drops a set), got {bad}")
         self.train_sets = {k: w for k, w in sets.items() if w > 0}
         if not self.train_sets:
             raise ValueError(f"no training set has a positive weight: {sets}")
+        self.live = live_sets(self.train_sets, labels_from) if mode == "hybrid" else []
         self.val_set, self.mode, self.online = val_set, mode, dict(online or {})
         self.batch_size, self.num_workers = batch_size, num_workers
         self.val_batch_size = val_batch_size or batch_size
@@ -111,11 +119,14 @@ class DistillDataModule(L.LightningDataModule):
         classes = {n: m.num_classes for n, m in self.manifests.items()}
         if len(set(classes.values())) != 1:
             raise ManifestError(f"shard sets disagree on the class count: {classes}")
-        if self.mode == "offline":
-            unlabelled = [n for n in self.train_sets if not self.manifests[n].data.get("labels")]
+        if self.mode != "online":
+            stored = [n for n in self.train_sets if n not in self.live]
+            unlabelled = [n for n in stored if not self.manifests[n].data.get("labels")]
             if unlabelled:
                 raise ManifestError(
-                    f"offline training needs teacher labels; {unlabelled} have none"
+                    f"{self.mode} training needs teacher labels on its stored sets; "
+                    f"{unlabelled} have none"
+                    + (" (data.labels_from can mark them live)" if self.mode == "hybrid" else "")
                 )
         for n in self.train_sets:
             _warn_on_version_drift(n, self.manifests[n])
@@ -212,6 +223,7 @@ class DistillDataModule(L.LightningDataModule):
             [self.manifests[n].data.get("recipe") for n in self.train_sets],
             self.recipe_check,
             self.decode_stage(),
+            [n in self.live for n in self.train_sets],
         )
         steps = self.steps_per_epoch(world)
         return loader(pipeline, self.num_workers, self.seed, rank, steps, self._start_method())
@@ -249,6 +261,28 @@ def _set_exists(set_dir: str) -> bool:
     if urls.is_remote(set_dir):
         return remote.exists(urls.join(set_dir, "manifest.json"))
     return urls.local_path(set_dir).is_dir()
+
+
+def live_sets(train_sets: dict[str, float], labels_from: dict[str, str] | None) -> list[str]:
+    """The training sets (positive weight) whose labels come from the live teacher.
+
+    Raises ``ValueError`` naming ``data.labels_from`` for a value other than stored/live and for
+    a hybrid run with no live set.
+    """
+    labels_from = dict(labels_from or {})
+    bad = {k: v for k, v in labels_from.items() if v not in LABEL_SOURCES}
+    if bad:
+        raise ValueError(f"mode=hybrid: data.labels_from values must be stored or live, got {bad}")
+    live = [n for n in train_sets if labels_from.get(n) == "live" and train_sets[n] > 0]
+    if not live:
+        marked = sorted(k for k, v in labels_from.items() if v == "live")
+        raise ValueError(
+            "mode=hybrid needs at least one training set marked live in data.labels_from "
+            f"(marked live: {marked or 'none'}; training sets with a weight: "
+            f"{sorted(k for k, w in train_sets.items() if w > 0)}), e.g. "
+            "data.labels_from.mixup=live"
+        )
+    return live
 
 
 def _warn_on_version_drift(name: str, m: Manifest) -> None:

@@ -16,6 +16,8 @@ the environment inside a worker.
   rotation. When every shard of a rank is unusable the rank falls back to the whole set; when
   the whole set is unusable the stream raises ``NoUsableSample`` naming each shard and why,
   instead of resampling forever (which also ignored SIGTERM: Lightning checks between batches).
+- Hybrid (``live`` flags, data/live.py): the live sets and the stored sets are mixed apart and
+  every batch takes a fixed count from each, live samples first (``hybrid_batches``).
 - Validation: exact and balanced whatever the shard count. Every rank reads every validation
   shard and keeps the samples whose global index ``i`` (manifest order) has
   ``i % world == rank``; loader workers split the shards. Trade-off: each rank reads the whole
@@ -49,6 +51,7 @@ from common.images import decode_jpeg_hwc
 from data.augment import random_resized_crop
 from data.batch_decode import jpeg_problem, pack_jpegs
 from data.labels import decode_soft_label
+from data.live import fresh_view, live_per_batch
 from data.recipes import Replayer, ReplicaPicker, group_size, image_member
 from data.remote import ServerGone, open_read, read_json
 from data.render import flip as flip_view
@@ -407,6 +410,30 @@ def batches(
         log.warning("no batch left to report %d skipped samples with: %s", len(left), left[:5])
 
 
+def hybrid_batches(
+    live: Iterator[dict],
+    stored: Iterator[dict] | None,
+    n_live: int,
+    size: int,
+    num_classes: int,
+    skips: SkipLog,
+) -> Iterator[dict]:
+    """``mode=hybrid``: full batches of ``n_live`` live samples, then ``size - n_live`` stored.
+
+    Live samples come first (they are always pixels, so ``collate`` keeps them in front) and
+    ``live`` marks them; their ``soft`` rows are NaN, since no stored label may stand in for the
+    teacher's. Each batch carries the skips found since the previous one.
+    """
+    no_label = torch.full((num_classes,), float("nan"))
+    marks = torch.arange(size) < n_live
+    while True:
+        head = [{**s, "soft": no_label} for s in itertools.islice(live, n_live)]
+        tail = list(itertools.islice(stored, size - n_live)) if stored is not None else []
+        batch = collate(head + tail, skips.drain())
+        batch["live"] = marks.clone()
+        yield batch
+
+
 def check_decode(decode: str) -> None:
     """Where pixels are decoded: ``cpu`` (loader workers) or ``gpu`` (the training device)."""
     if decode not in DECODE_STAGES:
@@ -514,6 +541,7 @@ class TrainStream(IterableDataset):
         recipes: list[dict | None] | None = None,
         recipe_check: bool = True,
         decode: str = "cpu",
+        live: list[bool] | None = None,
     ) -> None:
         super().__init__()
         check_decode(decode)
@@ -536,6 +564,9 @@ class TrainStream(IterableDataset):
             if spec is not None:
                 Replayer(spec, num_classes)
         self.recipe_check, self.decode = recipe_check, decode
+        self.live = list(live) if live else [False] * len(sets)
+        if len(self.live) != len(sets):
+            raise ValueError("train_pipeline needs one live flag per shard set")
         self.epoch = 0
         self._pickers: dict[int, ReplicaPicker] = {}
         self.skips = SkipLog()  # one per process: a loader worker's copy lives across epochs
@@ -546,6 +577,8 @@ class TrainStream(IterableDataset):
         self.epoch += 1
         self.skips.again()
         streams = [self._set_stream(i, rng) for i in range(len(self.sets))]
+        if any(self.live):
+            return self._hybrid(streams, rng)
         stream = streams[0] if len(streams) == 1 else mixed(streams, self.weights, rng("mix"))
         return batches(stream, self.batch_size, False, self.skips)
 
@@ -569,8 +602,21 @@ class TrainStream(IterableDataset):
             expand,
         )
 
+    def _hybrid(self, streams: list[Iterator], rng: Callable[[str], random.Random]) -> Iterator:
+        """Live and stored sets mixed apart, then joined at a fixed count per batch."""
+        parts = {}
+        for flag, purpose in ((True, "mix_live"), (False, "mix_stored")):
+            idx = [i for i, live in enumerate(self.live) if live == flag]
+            if idx:
+                sub, w = [streams[i] for i in idx], [self.weights[i] for i in idx]
+                parts[flag] = sub[0] if len(sub) == 1 else mixed(sub, w, rng(purpose))
+        n_live = live_per_batch(self.batch_size, self.weights, self.live)
+        return hybrid_batches(
+            parts[True], parts.get(False), n_live, self.batch_size, self.num_classes, self.skips
+        )
+
     def _set_stream(self, idx: int, rng: Callable[[str], random.Random]) -> Iterator[dict]:
-        need_soft = self.online is None
+        need_soft = self.online is None and not self.live[idx]
         if self.recipes[idx] is not None:
             yield from self._recipe_stream(idx, rng)
             return
@@ -579,7 +625,7 @@ class TrainStream(IterableDataset):
             num_classes=self.num_classes,
             source=idx,
             need_soft=need_soft,
-            keep_jpeg=self.decode == "gpu" and self.online is None,  # online crops need pixels
+            keep_jpeg=self.decode == "gpu" and need_soft,  # online crops and live views: pixels
         )
         pool = self._pool(idx, rng, partial(decode, flip=False))
         aug = rng(f"augment{idx}")
@@ -598,18 +644,19 @@ class TrainStream(IterableDataset):
         replay = Replayer(self.recipes[idx], self.num_classes, self.recipe_check)
         worker, _ = _worker()
         pick = self._pickers.setdefault(idx, ReplicaPicker(self.seed, self.rank, worker))
+        aug, order = rng(f"augment{idx}"), rng(f"shuffle{idx}")
+        if self.live[idx]:  # a new view each visit, labelled by the teacher in the step
+            live = partial(fresh_view, replay=replay, num_classes=self.num_classes, source=idx)
+            check = partial(live, flip=False, rng=random.Random(0))
+            pool = self._pool(idx, rng, check, expand_groups)
+            yield from self._render_shuffled(pool, partial(live, flip=self.flip, rng=aug), order)
+            return
         decode = partial(
             decode_view, replay=replay, num_classes=self.num_classes, source=idx, flip=self.flip
         )
-        aug, order = rng(f"augment{idx}"), rng(f"shuffle{idx}")
         if replay.variant.group == 1:  # a view reads its own image only: render after the shuffle
             pool = self._pool(idx, rng, partial(decode, pick=None, flip=False), expand_groups)
-            for raw in shuffled(pool, self.shuffle, order):
-                s = decode(raw, pick=pick, rng=aug)
-                if "__bad__" in s:
-                    self.skips.add(*s["__bad__"])
-                    continue
-                yield s
+            yield from self._render_shuffled(pool, partial(decode, pick=pick, rng=aug), order)
             return
         # mixup: a sample's views read each other's images, so the sample is rendered when it is
         # read (one decode per source instead of one per view and partner) and the buffer holds
@@ -617,6 +664,17 @@ class TrainStream(IterableDataset):
         pool = self._pool(idx, rng, partial(decode, pick=None, flip=False))
         render = partial(decode, pick=pick, rng=aug)
         yield from shuffled(rendered_groups(pool, render, self.skips.add), self.shuffle, order)
+
+    def _render_shuffled(
+        self, pool: Iterable[dict], render: Callable[[dict], dict], order: random.Random
+    ) -> Iterator[dict]:
+        """Entries shuffled as they are (cheap), each rendered as it leaves the buffer."""
+        for raw in shuffled(pool, self.shuffle, order):
+            s = render(raw)
+            if "__bad__" in s:
+                self.skips.add(*s["__bad__"])
+                continue
+            yield s
 
 
 def train_pipeline(*args, **kwargs) -> TrainStream:

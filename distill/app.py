@@ -25,23 +25,28 @@ from common.files import wait_for_files
 from common.weights import CheckpointError as WeightsError
 from data import remote, urls
 from data.build import BuildConfigError
+from data.datamodule import live_sets
 from data.remote import RemoteError
 from data.sources import SourceError
 from data.stream import NoUsableSample
-from data.teacher_setup import MissingTeacherError
+from data.teacher_setup import MissingTeacherError, teacher_needs_training
 from data.urls import UrlError
 from distill.checkpoints import AtomicCheckpointIO, resolve_resume
-from distill.config import check_schema
+from distill.config import LIVE_TEACHER_MODES, MODES, check_schema
 from distill.losses import KINDS, kd_params
 from distill.preemption import install_sigterm_escape
 from distill.run_files import store_relative
 from distill.summary import (
     build_skips,
     data_teachers,
+    describe_teacher,
     format_summary,
+    stored_teacher,
     teacher_label,
+    teacher_mismatch,
     teacher_top1,
 )
+from teachers.zoo import TeacherWeightsUnavailable
 
 log = logging.getLogger("distill")
 
@@ -104,7 +109,7 @@ def check_command_line(cfg: DictConfig) -> None:
             )
 
 
-REPLACED_ON_COMMAND_LINE = ("data.train_sets", "baseline.train_sets")
+REPLACED_ON_COMMAND_LINE = ("data.train_sets", "baseline.train_sets", "data.labels_from")
 
 
 def replace_dict_overrides(cfg: DictConfig) -> None:
@@ -164,8 +169,8 @@ def check_values(c: dict) -> None:
         (
             "mode",
             c["mode"],
-            c["mode"] in ("offline", "online", "labels"),
-            "offline, online or labels",
+            c["mode"] in MODES,
+            ", ".join(MODES[:-1]) + " or " + MODES[-1],
         ),
         (
             "data.decode",
@@ -213,6 +218,29 @@ def check_values(c: dict) -> None:
         bad = {k: w for k, w in sets.items() if not (isinstance(w, int | float) and w >= 0)}
         if bad:
             raise UsageError(f"{key} weights must be numbers >= 0 (0 drops a set), got {bad}")
+    if c["mode"] == "hybrid":
+        try:
+            live_sets(d["train_sets"], d["labels_from"])
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    check_live_teacher(c)
+
+
+def check_live_teacher(c: dict) -> None:
+    """Online and hybrid runs need a teacher with weights: say so before any work."""
+    mode, t = c["mode"], c["teacher"]
+    if mode not in LIVE_TEACHER_MODES:
+        return
+    if t.get("checkpoint") is None and not t.get("pretrained", True):
+        raise UsageError(
+            f"mode={mode} runs the teacher in the training step, but teacher.checkpoint is null "
+            f"and teacher.pretrained=false (random weights): set teacher.checkpoint to the "
+            f"weights of {t['spec']}"
+        )
+    try:
+        teacher_needs_training(t)
+    except MissingTeacherError as e:
+        raise UsageError(f"mode={mode} runs the teacher in the training step: {e}") from None
 
 
 def _is_launcher_rank_zero() -> bool:
@@ -227,6 +255,7 @@ def ensure_data(c: dict) -> None:
 
     root = urls.check(c["data"]["root"])
     wanted = {n for n, w in c["data"]["train_sets"].items() if w > 0} | {c["data"]["val_set"]}
+    # hybrid builds the offline sets: stored labels for some, source images for live recipes
     if c["mode"] == "online":
         wanted = {c["data"]["online"]["set"], c["data"]["val_set"]}
     if c.get("baseline", {}).get("enabled"):
@@ -402,6 +431,7 @@ def write_rank_record(out: Path, trainer, metrics: dict, module) -> None:
                 "metrics": metrics,
                 "world_size": trainer.world_size,
                 "skipped": module.skipped_summary(),
+                "teacher_cost": module.cost.state(),  # this rank's
             }
         )
     )
@@ -432,7 +462,8 @@ def datamodule(c: dict, train_sets: dict, mode: str, samples_per_epoch: int | No
         batch_size=d["batch_size"],
         num_workers=d["num_workers"],
         samples_per_epoch=samples_per_epoch,
-        mode="online" if online else "offline",
+        mode=mode if mode in ("online", "hybrid") else "offline",
+        labels_from=d["labels_from"],
         online=d["online"] if online else None,
         flip=d["flip"],
         seed=c["seed"],
@@ -525,15 +556,45 @@ def distil(c: dict, out: Path, resume: tuple[str | None, int]) -> tuple:
     dm = datamodule(c, d["train_sets"], c["mode"], d["samples_per_epoch"])
     dm.prepare()
     teacher = None
-    if c["mode"] == "online" or c["loss"]["feature_weight"] > 0:
+    if c["mode"] in LIVE_TEACHER_MODES or c["loss"]["feature_weight"] > 0:
         try:
             teacher = teacher_from_config(c["teacher"], num_classes=dm.num_classes)
+        except TeacherWeightsUnavailable as e:  # no checkpoint and no hub: one line, no traceback
+            raise UsageError(
+                f"mode={c['mode']} runs the teacher in the training step: {e}"
+            ) from None
         except SETUP_ERRORS as e:
             raise UsageError(_one_line(e)) from None
     # seeded again: building the data in this run (a cold cache) draws from the global RNGs,
     # and the student's initialisation must not depend on whether the cache was warm
     L.seed_everything(c["seed"], workers=True, verbose=False)
-    return dm, train_student(c, dm, teacher, out, _run_name(c), c["mode"], resume)
+    result = train_student(c, dm, teacher, out, _run_name(c), c["mode"], resume)
+    if teacher is not None:
+        result["live_teacher"] = live_teacher_record(c, dm, teacher)
+    return dm, result
+
+
+def live_teacher_record(c: dict, dm, teacher) -> dict:
+    """The teacher in the loop; in hybrid mode also the stored sets another teacher labelled
+    (a warning names both: the student learns from two teachers)."""
+    live = {"spec": teacher.info.spec, "checkpoint": c["teacher"].get("checkpoint")}
+    if c["mode"] != "hybrid":
+        return live
+    stored = [n for n in dm.train_sets if n not in dm.live]
+    others = teacher_mismatch(live, dm.root, stored)
+    if others:
+        log.warning(
+            "mode=hybrid: the live teacher %s is not the teacher that labelled the stored sets "
+            "(%s): the student learns from both (results.json: live_teacher, stored_teachers)",
+            describe_teacher(live),
+            "; ".join(f"{n}: {describe_teacher(t)}" for n, t in others.items()),
+        )
+    return {
+        **live,
+        "labels_from": {n: "live" if n in dm.live else "stored" for n in dm.train_sets},
+        "stored_teachers": {n: stored_teacher(dm.root, n) for n in stored},
+        "differs": sorted(others),
+    }
 
 
 def _run_name(c: dict) -> str:
@@ -591,6 +652,8 @@ def run_summary(c: dict, dm, result: dict, out: Path) -> dict:
     return {
         "student": c["student"]["name"],
         "mode": c["mode"],
+        **({"live_teacher": result["live_teacher"]} if "live_teacher" in result else {}),
+        "teacher_cost": result["module"].teacher_cost(),
         "student_metrics": result["metrics"],
         "distill_wall_s": result["wall_s"],
         "global_step": result["global_step"],

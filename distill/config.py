@@ -28,6 +28,9 @@ from data.config import (
     register_build_configs,
 )
 
+MODES = ("offline", "online", "hybrid", "labels")
+LIVE_TEACHER_MODES = ("online", "hybrid")  # the teacher runs in the training step
+
 
 @dataclass
 class LossConfig:
@@ -110,6 +113,7 @@ class DataConfig:
     decode: str = MISSING  # auto | cpu | gpu (data/batch_decode.py)
     cache_dir: str | None = MISSING  # node-local copies of remote shards (data/shard_cache.py)
     cache_bytes: int = MISSING  # the cache's limit; least recently used shards are evicted
+    labels_from: dict[str, str] = MISSING  # mode=hybrid: set -> stored | live (data/live.py)
     online: OnlineConfig = field(default_factory=OnlineConfig)
 
 
@@ -148,7 +152,7 @@ class TrainConfig(DatasetKeys):
     optional ``wandb`` section (conf/logger/wandb.yaml)."""
 
     student: StudentConfig = MISSING
-    mode: str = MISSING  # offline | online | labels
+    mode: str = MISSING  # offline | online | hybrid | labels
     seed: int = MISSING
     matmul_precision: str = MISSING
     ckpt_path: str | None = MISSING

@@ -2,9 +2,10 @@
 
 One ``_step`` serves training and validation. Offline mode reads the teacher's stored soft labels
 from the batch (the paper's recipe); online mode mixes the batch (extreme mixup) and asks the
-teacher for labels on exactly the tensor the student sees (function matching). Optional terms:
-ground-truth cross-entropy and feature distillation on the 1280-d pre-logits through a learned
-projection (mnv4.md §10.3). Batches arrive as uint8 images; normalisation, channels_last and
+teacher for labels on exactly the tensor the student sees (function matching); hybrid mode asks
+the teacher for the batch's first ``n_live`` samples only and reads the others' stored labels.
+Optional terms: ground-truth cross-entropy and feature distillation on the 1280-d pre-logits
+through a learned projection (mnv4.md §10.3). Batches arrive as uint8 images; normalisation, channels_last and
 mixing happen on the device in ``on_after_batch_transfer``.
 """
 
@@ -30,6 +31,8 @@ from data.augment import extreme_mixup
 from data.batch_decode import decode_batch
 from distill.compiling import compile_models, compiled_graphs
 from distill.config import (
+    LIVE_TEACHER_MODES,
+    MODES,
     EmaConfig,
     LossConfig,
     ModelConfig,
@@ -41,6 +44,7 @@ from distill.config import (
 from distill.holder import TeacherHolder
 from distill.losses import kd_loss, kd_params, soften
 from distill.skips import TrainingSkips
+from distill.teacher_cost import TeacherCost, cost_summary
 from teachers import FrozenTeacher
 
 log = logging.getLogger("distill")
@@ -76,8 +80,9 @@ class DistillModule(L.LightningModule):
         student: MNv4 name (``students.list_models()``).
         num_classes: classes of the dataset (and the teacher).
         teacher: a ``FrozenTeacher``; required for online mode and feature distillation.
-        mode: ``"offline"`` (stored labels), ``"online"`` (teacher in the loop) or ``"labels"``
-            (ground truth only: the from-labels baseline).
+        mode: ``"offline"`` (stored labels), ``"online"`` (teacher in the loop), ``"hybrid"``
+            (the teacher labels the batch's live samples, stored labels the rest) or
+            ``"labels"`` (ground truth only: the from-labels baseline).
         loss, optimizer, schedule, model, ema: the config sections of the same names
             (``distill.config``: ``LossConfig``... or mappings with exactly their keys); every
             value comes from conf/ (``distill.config.module_sections``), none is defaulted here.
@@ -100,8 +105,8 @@ class DistillModule(L.LightningModule):
         std: tuple[float, float, float] = IMAGENET_STD,
     ) -> None:
         super().__init__()
-        if mode not in ("offline", "online", "labels"):
-            raise ValueError(f"mode must be offline, online or labels, got {mode!r}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.mode = mode
         self.loss_cfg = section(LossConfig, loss)
         self.kd_params = kd_params(self.loss_cfg)  # a bad kind or an unset weight fails here
@@ -138,6 +143,8 @@ class DistillModule(L.LightningModule):
         self._tick: float | None = None
         self._first_step: float | None = None
         self.compile_seconds: float | None = None  # the first step's time, when compiling
+        self.cost = TeacherCost()
+        self._cost_all_ranks: dict | None = None
 
     def _sections(self, model: ModelConfig, ema: EmaConfig) -> dict:
         return {
@@ -149,8 +156,8 @@ class DistillModule(L.LightningModule):
         }
 
     def _check_teacher(self, teacher: FrozenTeacher | None, num_classes: int) -> None:
-        if self.mode == "online" and not teacher:
-            raise ValueError("online distillation needs a teacher")
+        if self.mode in LIVE_TEACHER_MODES and not teacher:
+            raise ValueError(f"{self.mode} distillation needs a teacher")
         if teacher is not None and teacher.num_classes != num_classes:
             raise ValueError(
                 f"teacher {teacher.info.spec} has {teacher.num_classes} classes but the student "
@@ -201,13 +208,16 @@ class DistillModule(L.LightningModule):
 
     def _compiled_models(self) -> list[nn.Module]:
         models = [self.student]
-        if self.mode == "online" and self.holder:
+        if self.mode in LIVE_TEACHER_MODES and self.holder:
             models += list(self.holder.teacher.members)
         return models
 
     # -- batches -------------------------------------------------------------------------
     def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """``data.decode=gpu``: decode the batch's JPEG bytes on this device (nvJPEG on CUDA)."""
+        """``data.decode=gpu``: decode the batch's JPEG bytes on this device (nvJPEG on CUDA).
+        Hybrid batches: the count of live samples (the first ones), read while on the CPU."""
+        if "live" in batch:
+            batch["n_live"] = int(batch.pop("live").sum())
         return decode_batch(batch, self.device)
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
@@ -226,14 +236,23 @@ class DistillModule(L.LightningModule):
         return self.student(x)
 
     def _targets(self, batch: dict) -> torch.Tensor | None:
-        """Teacher probabilities for this batch: stored (offline) or computed now (online)."""
+        """Teacher probabilities for this batch: stored (offline), computed now (online) or both
+        (hybrid: the teacher sees the first ``n_live`` views only)."""
         t = self.loss_cfg.temperature
+
+        def live(views: torch.Tensor) -> torch.Tensor:
+            return self.cost.teacher(lambda x: self.teacher.probs(x, t), views)
+
         if self.mode == "online" or ("soft" not in batch and self.teacher is not None):
-            return self.teacher.probs(batch["view"], t)
+            return live(batch["view"])
         soft = batch.get("soft")
-        if soft is not None:  # re-soften stored T=1 probabilities: p^(1/T), top-k zeros kept
-            soft = soften(soft, t)
-        return soft
+        if soft is None:
+            return None
+        if self.mode == "hybrid":
+            n = batch["n_live"]
+            # stored T=1 probabilities re-softened: p^(1/T), top-k zeros kept
+            return torch.cat([live(batch["view"][:n]), soften(soft[n:], t)])
+        return soften(soft, t)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         cfg = self.loss_cfg
@@ -243,8 +262,8 @@ class DistillModule(L.LightningModule):
                 self.student.forward_features(batch["image"]), pre_logits=True
             )
             logits = self.student.classify(pre)
-            probs, target_features = self.teacher.probs_and_pre_logits(
-                batch["view"], cfg.temperature
+            probs, target_features = self.cost.teacher(
+                lambda x: self.teacher.probs_and_pre_logits(x, cfg.temperature), batch["view"]
             )
         else:
             logits = self.student(batch["image"])
@@ -286,8 +305,10 @@ class DistillModule(L.LightningModule):
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
         if self._first_step is None and self.compiles():
             self._first_step = time.perf_counter()
+        self.cost.step_started(self.device)
 
     def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
+        self.cost.step_ended(batch["image"].shape[0])
         now = time.perf_counter()
         if self._first_step is not None and self.compile_seconds is None:
             self.compile_seconds = now - self._first_step
@@ -312,14 +333,27 @@ class DistillModule(L.LightningModule):
         the first reasons (``distill.skips``)."""
         return self.skips.summary()
 
+    def teacher_cost(self) -> dict:
+        """The live teacher's share of samples and step time (``distill.teacher_cost``): all
+        ranks once fit ended, this rank before."""
+        return cost_summary(self._cost_all_ranks or self.cost.state())
+
     def on_fit_end(self) -> None:
         self.skips.merge_ranks()
+        reduce = self.trainer.strategy.reduce
+        state = self.cost.state()
+        mine = torch.tensor(list(state.values()), dtype=torch.float64, device=self.device)
+        totals = reduce(mine, reduce_op="sum")
+        self._cost_all_ranks = dict(zip(state, totals.tolist(), strict=True))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["skipped"] = self.skips.state()  # a resumed run keeps counting
+        checkpoint["teacher_cost"] = self.cost.state()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.skips.load(checkpoint.get("skipped") or {})
+        if "teacher_cost" in checkpoint:
+            self.cost.load(checkpoint["teacher_cost"])
 
     def on_train_epoch_start(self) -> None:
         self._tick = None

@@ -193,8 +193,10 @@ details{margin:.5em 0}
 def _html(results: dict, headline, paths: dict, p, stats: dict, seconds: float) -> str:
     e = html.escape
     title = f"{results.get('student', '?')} distilled from {results.get('teacher', '?')}"
+    share = (results.get("teacher_cost") or {}).get("teacher_forward_share")
+    taught = "" if share is None else f" · teacher forwards on {100 * share:.0f}% of samples"
     sub = (
-        f"mode {e(str(results.get('mode')))} · {results.get('global_step', '?')} steps · "
+        f"mode {e(str(results.get('mode')))}{taught} · {results.get('global_step', '?')} steps · "
         f"{len(p.labels)} validation images · report in {seconds:.0f} s · "
         f"{e(results.get('output_dir', ''))}"
     )

@@ -62,10 +62,51 @@ def data_teachers(root: str | Path, sets: list[str]) -> dict[str, str | None]:
     return out
 
 
+def stored_teacher(root: str | Path, name: str) -> dict:
+    """The teacher that labelled shard set ``name``: ``spec`` and, where the manifest records it
+    (recipe sets), ``checkpoint``."""
+    from data import urls
+    from data.shards import read_manifest
+
+    data = read_manifest(urls.join(root, name)).data
+    recorded = (data.get("recipe") or {}).get("teacher") or {}
+    return {"spec": data.get("teacher"), "checkpoint": recorded.get("checkpoint")}
+
+
+def _same_file(a: str, b: str) -> bool:
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+def teacher_mismatch(live: dict, root: str | Path, stored_sets: list[str]) -> dict[str, dict]:
+    """Stored sets labelled by another teacher than ``live`` (``spec``, ``checkpoint``): another
+    spec, or another checkpoint file where both are known."""
+    out = {}
+    for name in stored_sets:
+        try:
+            other = stored_teacher(root, name)
+        except Exception as e:
+            log.warning("cannot read the manifest of %s: %s", name, e)
+            continue
+        differs = other["spec"] != live["spec"]
+        if other["checkpoint"] and live.get("checkpoint"):
+            differs = differs or not _same_file(other["checkpoint"], live["checkpoint"])
+        if differs:
+            out[name] = other
+    return out
+
+
+def describe_teacher(t: dict) -> str:
+    return t["spec"] + (f" ({t['checkpoint']})" if t.get("checkpoint") else "")
+
+
 def teacher_label(mode: str, config_spec: str, labelled_by: dict[str, str | None]) -> str:
-    """The teacher the summary names: the one in the loop (online) or the manifests' (offline)."""
+    """The teacher the summary names: the one in the loop (online) or the manifests' (offline);
+    hybrid: both when they differ."""
     if mode == "online":
         return config_spec
+    if mode == "hybrid":
+        stored = sorted({s for s in labelled_by.values() if s and s != config_spec})
+        return config_spec + (f" (stored labels: {', '.join(stored)})" if stored else "")
     specs = sorted({s for s in labelled_by.values() if s})
     if not specs:
         return "none (labels mode)" if mode == "labels" else config_spec
@@ -116,6 +157,13 @@ def format_summary(s: dict) -> str:
             f"  student top-1 from labels (baseline, same steps) {pct(b.get('val/top1'))}%",
             f"  distillation gain                  {100 * gain:+5.1f} points",
         ]
+    cost = s.get("teacher_cost") or {}
+    if cost.get("teacher_forward_share") is not None:
+        time_share = cost.get("teacher_time_share")
+        lines.append(
+            f"  teacher forwards                   {pct(cost['teacher_forward_share'])}% of "
+            f"samples, {pct(time_share)}% of step time"
+        )
     lines += [
         f"  student-teacher agreement          {pct(m.get('val/agree_top1'))}%",
         f"  wall time                          {s.get('total_wall_s', s['distill_wall_s']):.0f} s",

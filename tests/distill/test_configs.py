@@ -41,6 +41,33 @@ def test_every_experiment_composes_with_a_student(experiment, tmp_path, monkeypa
     if experiment == "paper_distill_imagenet":
         assert c["data"]["train_sets"] == {"randaug": 1, "mixup": 1, "extra": 2}
         assert c["teacher"]["spec"] == "timm:tf_efficientnet_l2.ns_jft_in1k"
+        loss = c["loss"]
+        assert (loss["kind"], loss["temperature"], loss["standardize"]) == ("soft_ce", 1.0, False)
+
+
+STANDARDISED_KL = ("kl", 2.0, True)  # the loss table's best offline loss on digits
+PAPER_LOSS = ("soft_ce", 1.0, False)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ([], STANDARDISED_KL),
+        (["+debug=smoke"], STANDARDISED_KL),
+        (["loss=soft_ce"], PAPER_LOSS),  # the command line still chooses
+        (["dataset=folder", "data_root=/data/mine"], STANDARDISED_KL),
+        (["+experiment=paper_distill_imagenet"], PAPER_LOSS),  # the paper's recipe, kept
+    ],
+    ids=lambda o: " ".join(o) or "digits default" if isinstance(o, list) else None,
+)
+def test_default_loss_is_the_loss_tables_best_but_the_paper_preset_keeps_its_own(
+    overrides, expected, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("IMAGENET_ROOT", "/data/imagenet")
+    monkeypatch.setenv("EXTRA_POOL", "/data/pool")
+    cfg = compose_train(["+student=mnv4_conv_s", *overrides], tmp_path)
+    c = OmegaConf.to_container(cfg, resolve=True)
+    assert (c["loss"]["kind"], c["loss"]["temperature"], c["loss"]["standardize"]) == expected
 
 
 @pytest.mark.parametrize(

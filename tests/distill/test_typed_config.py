@@ -139,7 +139,7 @@ def test_cfg_job_prints_every_default():
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
-    for line in ("decay: 0.999", "shard_size: 500", "wait_s:", "shuffle_buffer:", "kind: soft_ce"):
+    for line in ("decay: 0.999", "shard_size: 500", "wait_s:", "shuffle_buffer:", "kind: kl"):
         assert line in out.stdout
     assert "name: mnv4_conv_s" in out.stdout
 
@@ -153,5 +153,5 @@ def test_checkpoint_hyper_parameters_are_plain_containers(tmp_path):
     path = tmp_path / "h.ckpt"
     torch.save({"hyper_parameters": dict(module.hparams)}, path)
     saved = torch.load(path, weights_only=True)["hyper_parameters"]
-    assert saved["student"] == "mnv4_conv_s" and saved["loss"]["kind"] == "soft_ce"
+    assert saved["student"] == "mnv4_conv_s" and saved["loss"]["kind"] == "kl"
     assert set(saved) >= {"loss", "optimizer", "schedule", "model", "ema", "mode"}
