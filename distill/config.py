@@ -62,6 +62,9 @@ class StudentConfig:
     name: str = MISSING
     drop_rate: float | None = MISSING
     drop_path_rate: float = MISSING
+    spec_file: str | None = (
+        None  # student=searched: a spec file (students.spec_file, python -m nas)
+    )
 
 
 @dataclass
