@@ -162,6 +162,7 @@ class TrainConfig(DatasetKeys):
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     trainer: dict[str, Any] = field(default_factory=dict)
     logger: dict[str, Any] = field(default_factory=dict)
+    nas: Any = None  # python -m nas's own section (conf/search.yaml; checked by nas/config.py)
 
 
 def register_configs(cs: ConfigStore | None = None) -> None:
