@@ -35,5 +35,15 @@ def conv_s_space() -> SearchSpace:
 
 
 @pytest.fixture(scope="session")
+def tiny_space() -> SearchSpace:
+    """The +debug=smoke space (conf/nas/debug/smoke.yaml): a few blocks, quick to measure."""
+    data = yaml.safe_load((CONF / "nas" / "space" / "conv_s.yaml").read_text())
+    data.update(yaml.safe_load((CONF / "nas" / "debug" / "smoke.yaml").read_text())["nas"]["space"])
+    from nas.config import nas_section
+
+    return space_from_config(nas_section(_complete({"space": data}))["space"], 32)
+
+
+@pytest.fixture(scope="session")
 def conv_ml_space() -> SearchSpace:
     return space("conv_ml", 224)
