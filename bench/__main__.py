@@ -22,6 +22,7 @@ ORDER = [
     "runtimes",
     "gpu",
     "gpu_pipeline",
+    "nas_latency",
 ]
 
 

@@ -166,6 +166,11 @@ class _Head(nn.Module):
         return self.classifier(self.act(self.norm_head(self.conv_head(x))).flatten(1))
 
 
+def null_text(key: BlockKey) -> str:
+    """The name of the trivial graph timed beside a block (one per input shape)."""
+    return f"null|in={key.in_chs}|{key.size}px"
+
+
 class _Null(nn.Module):
     """A trivial graph on a block's input: what one runtime call costs beyond its work."""
 
@@ -294,8 +299,8 @@ class LatencyTable:
         setup: runtime, precision, threads.
         rounds: round-robin rounds per measurement.
         quantile: which quantile of the rounds a figure is. The default 0.2 keeps the calls
-            least disturbed by other jobs; on this shared machine medians moved with the load
-            (``bench/nas_latency.py`` reports both).
+            least disturbed by other jobs sharing the cores (``bench/nas_latency.py`` reports
+            the model's error with it and with medians).
     """
 
     def __init__(
@@ -319,6 +324,7 @@ class LatencyTable:
         self.blocks: dict[str, float] = {}
         self.constants: dict[str, dict] = {}
         self.rebuilt_because: str | None = None
+        self.samples: dict[str, list[float]] = {}  # this process's raw timings (benchmarks)
         self._load()
 
     def _load(self) -> None:
@@ -377,10 +383,11 @@ class LatencyTable:
             for text, key in todo.items():
                 x = torch.randn(1, key.in_chs, key.size, key.size)
                 calls[text] = load(block_module(key), x)
-                null_of[text] = f"null|in={key.in_chs}|{key.size}px"
+                null_of[text] = null_text(key)
                 if null_of[text] not in calls:
                     calls[null_of[text]] = load(_Null(), x)
             times = time_calls(calls, self.rounds, self.setup.threads)
+        self.samples.update(times)
         ms = {k: quantile(v, self.quantile) for k, v in times.items()}
         for text in todo:
             self.blocks[text] = round(ms[text] - ms[null_of[text]], 5)
