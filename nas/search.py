@@ -90,6 +90,23 @@ class StageResult:
     wall_s: float
 
 
+def inherit(net: SuperNet, state: dict[str, torch.Tensor]) -> int:
+    """Start ``net`` from another SuperNet's weights: every tensor of the same name takes the
+    other's first channels (the weight sharing of a narrower choice); returns how many did."""
+    own, n = net.state_dict(), 0
+    for name, t in own.items():
+        src = state.get(name)
+        if (
+            src is None
+            or src.ndim != t.ndim
+            or any(a > b for a, b in zip(t.shape, src.shape, strict=True))
+        ):
+            continue
+        t.copy_(src[tuple(slice(0, k) for k in t.shape)] if t.ndim else src)
+        n += 1
+    return n
+
+
 def distill_loss(cfg: LossConfig, params: dict, logits, soft, labels) -> torch.Tensor:
     """The offline loss of ``DistillModule`` (stored teacher probabilities, optional labels)."""
     loss = torch.zeros((), device=logits.device)
@@ -206,8 +223,9 @@ def run_stage(
 ) -> StageResult:
     """Search one stage (module docstring); resumes from its checkpoint when there is one.
 
-    ``init`` are SuperNet weights to start from (the fine stage takes the coarse SuperNet's,
-    where names and shapes match); ``on_step(step, row)`` sees every logged row.
+    ``init`` are SuperNet weights to start from (the fine stage takes the coarse SuperNet's
+    1x1 convs, 3x3 middle DWs and BNs, cut to its widths: ``inherit``); ``on_step(step, row)``
+    sees every logged row.
     """
     c, device, rank, world = ctx.c, ctx.device, ctx.rank, ctx.world
     seed = int(c["seed"])
@@ -216,10 +234,7 @@ def run_stage(
         stage.space, ctx.num_classes, stage.start_kernels, stage.mid_kernels, stage.expansions
     )
     if init:
-        own = net.state_dict()
-        net.load_state_dict(
-            {**own, **{k: v for k, v in init.items() if k in own and own[k].shape == v.shape}}
-        )
+        inherit(net, init)
     net = net.to(device, memory_format=torch.channels_last).train()
     o = c["optimizer"]
     optimizer = torch.optim.AdamW(

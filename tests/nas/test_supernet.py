@@ -96,3 +96,28 @@ def test_the_warmup_runs_the_largest_averaged_network(conv_s_space):
     assert weights[0] == 1 and weights[-1] == pytest.approx(1 / 8)
     net = SuperNet(coarse.space, 10, coarse.start_kernels, coarse.mid_kernels, coarse.expansions)
     assert net(torch.randn(2, 3, 32, 32), path).shape == (2, 10)
+
+
+def test_the_fine_stage_inherits_the_coarse_weights_cut_to_its_widths(conv_s_space):
+    from nas.search import inherit
+
+    coarse = coarse_stage(conv_s_space)
+    base = coarse.arch([0] * len(coarse.decisions))  # the narrowest widths
+    big = _randomized(SuperNet(coarse.space, 10, coarse.start_kernels, coarse.mid_kernels, (4.0,)))
+    fine = fine_stage(conv_s_space, base, (4.0,))
+    small = SuperNet(fine.space, 10, fine.start_kernels, fine.mid_kernels, fine.expansions)
+    assert inherit(small, big.state_dict()) > 0
+    arch = fine.arch([fine.decisions[i].options.index(v) for i, v in enumerate(_ib_choices(fine))])
+    assert arch == base  # every fine block an IB e4 k3: the coarse point itself
+    x = torch.randn(4, 3, 32, 32)
+    big.eval()
+    small.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(small(x, path_of(arch)), big(x, path_of(base)))
+
+
+def _ib_choices(stage) -> list:
+    return [
+        0 if d.name.endswith("k_start") else 3 if d.name.endswith("k_mid") else 4.0
+        for d in stage.decisions
+    ]
