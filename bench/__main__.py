@@ -23,6 +23,7 @@ ORDER = [
     "gpu",
     "gpu_pipeline",
     "nas_latency",
+    "nas_search",
 ]
 
 

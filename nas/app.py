@@ -331,6 +331,7 @@ def run(cfg: DictConfig) -> dict:
         lambda arch: model.predict(space, arch),
         out,
     )
+    ctx.tracker = wandb_tracker(c, out) if rank == 0 else None
     results = {}
     if n["stages"] == "one":  # 4.
         one = StageSearch("one", space, widths=True, blocks=True, expansions=fine_expansions)
@@ -353,6 +354,18 @@ def run(cfg: DictConfig) -> dict:
         write_json(out / "nas.json", summary)
     print(format_summary(summary))
     return summary
+
+
+def wandb_tracker(c: dict, out: Path):
+    """W&B when ``logger=wandb`` (the distillation runs' settings: offline without a key, never
+    fatal); every stage row's numbers go there as ``<stage>/<column>``."""
+    wcfg = (c.get("logger") or {}).get("wandb")
+    if not wcfg or not wcfg.get("enabled", True):
+        return None
+    from distill.wandb import make_wandb_logger
+
+    name = c.get("run_name") or f"nas-{c['nas']['space']['name']}"
+    return make_wandb_logger({**wcfg, "tags": ["nas", *wcfg.get("tags", [])]}, out, name, c)
 
 
 def _search(stage, ctx, model, settings, results, rank, world, init=None) -> Arch:
@@ -423,6 +436,9 @@ def finish(c, out, space, chosen, model, target, results, least, wall_start) -> 
         "space": space.name,
         "stages": results,
         "spec_file": str(spec_path),
+        "num_classes": model.num_classes,
+        "seed": c["seed"],
+        "nas": c["nas"],
         "params": sum(
             p.numel()
             for p in students.MobileNetV4(spec, num_classes=model.num_classes).parameters()

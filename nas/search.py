@@ -80,6 +80,8 @@ class Context:
     make_loader: Callable[[int], object]  # seed offset -> an endless training loader
     latency: Callable[[Arch], float]  # predicted ms of a point
     out: Path
+    tracker: object | None = None  # a W&B logger (``log_metrics(dict, step)``), rank 0 only
+    step_offset: int = 0  # the tracker's step of this stage's step 0 (stages follow each other)
 
 
 @dataclass
@@ -370,6 +372,9 @@ def run_stage(
         row["step_s"] = round(time.perf_counter() - tick, 4)
         if stage_log is not None:
             stage_log.write(row)
+        if ctx.tracker is not None:
+            numbers = {f"{stage.name}/{k}": v for k, v in row.items() if isinstance(v, int | float)}
+            ctx.tracker.log_metrics(numbers, step=ctx.step_offset + step)
         if on_step is not None:
             on_step(step, row)
         done = step + 1
