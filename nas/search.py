@@ -164,8 +164,9 @@ def quality(net: SuperNet, pool: HeldOutPool, arch: Arch, normalize: _Normalize)
 
 
 class StageLog:
-    """``<out>/nas/<stage>.csv``: one row per step (loss, quality, latency, reward, baseline,
-    the sampled architecture and every decision's probabilities); kept up to the resumed step."""
+    """``<out>/nas/<stage>.csv`` (other ranks: ``<stage>.rank<r>.csv``, their own samples): one
+    row per step (loss, quality, latency, reward, the replicas' mean reward, baseline, the sampled
+    architecture and every decision's probabilities); kept up to the resumed step."""
 
     def __init__(self, path: Path, stage: StageSearch, resume_step: int | None) -> None:
         self.path = path
@@ -285,11 +286,8 @@ def run_stage(
             settings.steps,
             main_path,
         )
-    stage_log = (
-        StageLog(ctx.out / "nas" / f"{stage.name}.csv", stage, start if start else None)
-        if rank == 0
-        else None
-    )
+    log_name = f"{stage.name}.csv" if rank == 0 else f"{stage.name}.rank{rank}.csv"
+    stage_log = StageLog(ctx.out / "nas" / log_name, stage, start if start else None)
 
     def save(step: int, wall: float) -> None:
         _save(
@@ -370,8 +368,7 @@ def run_stage(
                 {f"p/{d.name}/{o:g}": round(p, 5) for o, p in zip(d.options, probs, strict=True)}
             )
         row["step_s"] = round(time.perf_counter() - tick, 4)
-        if stage_log is not None:
-            stage_log.write(row)
+        stage_log.write(row)
         if ctx.tracker is not None:
             numbers = {f"{stage.name}/{k}": v for k, v in row.items() if isinstance(v, int | float)}
             ctx.tracker.log_metrics(numbers, step=ctx.step_offset + step)
