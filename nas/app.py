@@ -386,6 +386,7 @@ def _search(stage, ctx, model, settings, results, rank, world, init=None) -> Arc
     results[stage.name] = {
         "arch": result.arch.describe(),
         "predicted_ms": round(model.predict(stage.space, result.arch), 4),
+        "quality": None if result.quality is None else round(result.quality, 4),
         "steps": result.steps,
         "wall_s": result.wall_s,
         "decisions": {

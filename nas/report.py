@@ -2,7 +2,8 @@
 
 Left: every architecture the controller sampled after the warm-up, quality (agreement with the
 teacher on held-out training samples, through the SuperNet's shared weights) against predicted
-latency, by stage, with the target T0 and the chosen architecture. Right: the controller's
+latency, by stage, each stage's result (a star: its most likely architecture, through the final
+shared weights), the target T0 and the chosen architecture's latency. Right: the controller's
 probability of each decision's final choice over the steps, and the reward's moving average.
 """
 
@@ -50,6 +51,18 @@ def write_report(out: Path, summary: dict) -> Path:
             choice = max(probs, key=probs.get)
             series = _floats(rows, f"p/{d}/{choice}")
             bx.plot(range(len(series)), series, lw=0.8, alpha=0.6)
+        result = summary["stages"][name]
+        if result.get("quality") is not None:
+            ax.scatter(
+                [result["predicted_ms"]],
+                [result["quality"]],
+                marker="*",
+                s=160,
+                color=color,
+                edgecolor="k",
+                zorder=3,
+                label=f"{name} result",
+            )
     ax.axvline(
         summary["target_ms"],
         color="k",

@@ -90,6 +90,7 @@ class StageResult:
     probabilities: list[list[float]]
     steps: int
     wall_s: float
+    quality: float | None  # the chosen point's, through the final shared weights
 
 
 def inherit(net: SuperNet, state: dict[str, torch.Tensor]) -> int:
@@ -379,8 +380,9 @@ def run_stage(
             save(done, wall_before + time.perf_counter() - started)
     wall = wall_before + time.perf_counter() - started
     best = stage.arch(controller.argmax())
+    q = quality(net, pool, best, normalize) if len(pool) else None
     log.info("%s stage: %s (%.0f s)", stage.name, best.describe(), wall)
-    return StageResult(best, controller.probabilities(), settings.steps, round(wall, 1))
+    return StageResult(best, controller.probabilities(), settings.steps, round(wall, 1), q)
 
 
 def _flat_state(rng: random.Random) -> list[int]:
