@@ -25,6 +25,8 @@ ORDER = [
     "runtimes",
     "gpu",
     "gpu_pipeline",
+    "nas_latency",
+    "nas_search",
 ]
 
 

@@ -92,8 +92,13 @@ def check_command_line(cfg: DictConfig) -> None:
             f"{e} (a misspelt or extra key? python -m distill --cfg job shows all)"
         ) from None
     name = cfg.student.name
-    if name not in students.list_models():
-        raise UsageError(f"student.name={name!r} unknown; available: {students.list_models()}")
+    if cfg.student.get("spec_file"):
+        register_student_spec(cfg.student)
+    elif name not in students.list_models():
+        raise UsageError(
+            f"student.name={name!r} unknown; available: {students.list_models()}, or a student "
+            "found by python -m nas, which needs student.spec_file=<run dir>/searched.yaml"
+        )
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -107,6 +112,20 @@ def check_command_line(cfg: DictConfig) -> None:
                 "#11300). Run one command per sweep point instead (a shell loop, or "
                 "hydra/launcher=submitit_slurm with one process per job)."
             )
+
+
+def register_student_spec(student: DictConfig) -> None:
+    """``student=searched student.spec_file=<file>``: register the spec file's student (every
+    process that builds it runs this, DDP children included); its name must be the config's."""
+    try:
+        spec = students.register_spec_file(student.spec_file)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if spec.name != student.name:
+        raise UsageError(
+            f"student.spec_file={student.spec_file} describes {spec.name!r}, not "
+            f"student.name={student.name!r}"
+        )
 
 
 REPLACED_ON_COMMAND_LINE = ("data.train_sets", "baseline.train_sets", "data.labels_from")

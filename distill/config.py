@@ -71,6 +71,9 @@ class StudentConfig:
     name: str = MISSING
     drop_rate: float | None = MISSING
     drop_path_rate: float = MISSING
+    spec_file: str | None = (
+        None  # student=searched: a spec file (students.spec_file, python -m nas)
+    )
 
 
 @dataclass
@@ -172,6 +175,7 @@ class TrainConfig(DatasetKeys):
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     trainer: dict[str, Any] = field(default_factory=dict)
     logger: dict[str, Any] = field(default_factory=dict)
+    nas: Any = None  # python -m nas's own section (conf/search.yaml; checked by nas/config.py)
 
 
 def register_configs(cs: ConfigStore | None = None) -> None:

@@ -20,13 +20,14 @@ from students.specs import ConvBnActRow, FusedIBRow, ModelSpec, MQARow, Row, UIB
 AttentionKind = Literal["mqa", "mhsa", "none"]
 
 
-def _build_block(
+def build_block(
     row: Row,
     in_chs: int,
     spec: ModelSpec,
-    drop_path_rate: float,
-    attention: AttentionKind,
+    drop_path_rate: float = 0.0,
+    attention: AttentionKind = "mqa",
 ) -> nn.Module:
+    """The module of one spec row taking ``in_chs`` channels (``spec`` gives act, layer scale)."""
     if isinstance(row, ConvBnActRow):
         return ConvBnAct(in_chs, row.out, row.kernel, row.stride, spec.act)
     if isinstance(row, FusedIBRow):
@@ -54,7 +55,8 @@ def _build_block(
     raise TypeError(f"unknown spec row {row!r} in {spec.name}")
 
 
-def _row_out(row: Row, in_chs: int) -> int:
+def row_out(row: Row, in_chs: int) -> int:
+    """Output channels of a row taking ``in_chs`` (attention keeps its input's)."""
     return in_chs if isinstance(row, MQARow) else row.out
 
 
@@ -110,10 +112,8 @@ class MobileNetV4(nn.Module):
         for i, rows in enumerate(stages_rows):
             blocks = []
             for row in rows:
-                blocks.append(
-                    _build_block(row, in_chs, spec, drop_path_rate * j / total, attention)
-                )
-                in_chs = _row_out(row, in_chs)
+                blocks.append(build_block(row, in_chs, spec, drop_path_rate * j / total, attention))
+                in_chs = row_out(row, in_chs)
                 stride *= getattr(row, "stride", 1)
                 j += 1
             stages.append(nn.Sequential(*blocks))

@@ -80,7 +80,10 @@ def FFN(e: float, out: int) -> UIBRow:  # noqa: N802
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything that defines one MNv4 variant; ``expected_params`` is mnv4.md §5 (1000 classes)."""
+    """Everything that defines one MNv4 variant; ``expected_params`` is mnv4.md §5 (1000 classes).
+
+    A spec read from a spec file (``students.spec_file``) has no published counts: ``None``.
+    """
 
     name: str
     source: str
@@ -90,8 +93,8 @@ class ModelSpec:
     stages: tuple[tuple[Row, ...], ...]
     layer_scale: float | None
     drop_rate: float
-    expected_params: int
-    expected_gmacs: float
+    expected_params: int | None = None
+    expected_gmacs: float | None = None
     num_features: int = 960
     head_hidden_size: int = 1280
 

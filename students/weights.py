@@ -39,7 +39,10 @@ class ExportMeta:
     the file they cannot drift away from it. ``weights`` says which weights these are: the
     student's EMA, the raw student, an untrained random init, or an external checkpoint
     (``source`` names it). ``mean``/``std`` apply to RGB in [0, 1]: ``(x / 255 - mean) / std``.
-    ``dynamic_hw`` is ONNX-only: whether height and width are dynamic inputs.
+    ``dynamic_hw`` is ONNX-only: whether height and width are dynamic inputs. ``spec`` is the
+    architecture as spec-file JSON (``students.spec_file``) for a student that is not built in
+    (one found by ``python -m nas``), filled in from this process's registry when left out, so
+    ``create_model(checkpoint=...)`` rebuilds such a student from the file alone.
     """
 
     student: str
@@ -52,6 +55,7 @@ class ExportMeta:
     source: str | None = None
     val_top1: float | None = None
     dynamic_hw: bool | None = None
+    spec: str | None = None
 
     def __post_init__(self) -> None:
         if self.weights not in WEIGHT_KINDS:
@@ -82,6 +86,9 @@ class ExportMeta:
             out["val_top1"] = repr(float(self.val_top1))
         if self.dynamic_hw is not None:
             out["dynamic_hw"] = "true" if self.dynamic_hw else "false"
+        spec = self.spec if self.spec is not None else _registered_spec_json(self.student)
+        if spec is not None:
+            out["spec"] = spec
         return out
 
     @classmethod
@@ -104,9 +111,19 @@ class ExportMeta:
                 source=data.get("source"),
                 val_top1=float(data["val_top1"]) if "val_top1" in data else None,
                 dynamic_hw=_bool(data["dynamic_hw"]) if "dynamic_hw" in data else None,
+                spec=data.get("spec"),
             )
         except (ValueError, TypeError, KeyError) as e:
             raise CheckpointError(f"{origin}: invalid export metadata: {e}") from e
+
+
+def _registered_spec_json(student: str) -> str | None:
+    """The spec-file JSON of a registered (not built-in) student, else ``None``."""
+    from students.registry import registered_spec
+    from students.spec_file import spec_to_dict
+
+    spec = registered_spec(student)
+    return None if spec is None else json.dumps(spec_to_dict(spec), separators=(",", ":"))
 
 
 def _need(data: Mapping[str, str], key: str) -> str:

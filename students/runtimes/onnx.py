@@ -45,7 +45,8 @@ class _Views:
         return None if view is None else {self._name: view.float().numpy()}
 
 
-def _quantize(fp32: Path, out: Path, calibration: torch.Tensor) -> None:
+def quantize_onnx(fp32: Path, out: Path, calibration: torch.Tensor, name: str = "images") -> None:
+    """Static QDQ int8 of ``fp32`` into ``out``, calibrated on ``calibration`` (input ``name``)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -55,7 +56,7 @@ def _quantize(fp32: Path, out: Path, calibration: torch.Tensor) -> None:
         quantize_static(
             str(pre),
             str(out),
-            _Views(calibration, "images"),
+            _Views(calibration, name),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             # uint8 activations x int8 weights (U8S8): on x86 (AVX2/VNNI) onnxruntime's fast
@@ -99,7 +100,7 @@ class Onnx:
                 done = export_onnx(model, fp32, resolution, metadata=metadata)
                 meta = {**metadata, "dynamic_hw": str(done.dynamic_hw).lower()}
                 if calibration is not None:
-                    _quantize(fp32, tmp, calibration)
+                    quantize_onnx(fp32, tmp, calibration)
                 meta.update(precision=precision, opset=str(opset(tmp)))
                 write_onnx_metadata(tmp, meta)
             except Exception as e:

@@ -110,7 +110,7 @@ def test_missing_student_lists_the_choices(tmp_path):
     cfg = compose_train([], tmp_path)
     with pytest.raises(UsageError, match=r"student=<name>.*mnv4_conv_s.*mnv4_hybrid_l"):
         check_command_line(cfg)
-    assert student_options() == sorted(students.list_models())
+    assert student_options() == sorted([*students.list_models(), "searched"])
 
 
 def test_student_without_plus_composes_like_with_plus(tmp_path):
@@ -144,3 +144,30 @@ def test_unknown_student_lists_hydras_options():
     )
     assert out.returncode != 0
     assert "mnv4_conv_xl" in out.stderr and "mnv4_conv_s" in out.stderr
+
+
+def test_student_searched_takes_a_spec_file(tmp_path):
+    import dataclasses
+
+    from students.registry import _REGISTERED
+
+    cfg = compose_train(["student=searched"], tmp_path)
+    with pytest.raises(
+        UsageError, match=r"'searched' unknown.*needs student.spec_file=<run dir>/searched.yaml"
+    ):
+        check_command_line(cfg)
+    spec = dataclasses.replace(students.SPECS["mnv4_conv_s"], name="searched")
+    path = students.save_spec_file(spec, tmp_path / "searched.yaml")
+    try:
+        cfg = compose_train(["student=searched", f"student.spec_file={path}"], tmp_path)
+        check_command_line(cfg)
+        assert students.create_model("searched", num_classes=10).spec.stages == spec.stages
+        other = students.save_spec_file(
+            dataclasses.replace(spec, name="other"), tmp_path / "o.yaml"
+        )
+        cfg = compose_train(["student=searched", f"student.spec_file={other}"], tmp_path)
+        with pytest.raises(UsageError, match=r"describes 'other', not student.name='searched'"):
+            check_command_line(cfg)
+    finally:
+        _REGISTERED.pop("searched", None)
+        _REGISTERED.pop("other", None)
