@@ -14,6 +14,14 @@ error is therefore held back once a SIGTERM arrived (or when the worker itself d
 whose group signal may be handled here a moment later): Lightning stops at the end of the batch,
 as for any SIGTERM, or the next fetch reports the dead worker; ``stopped_by_sigterm`` takes either
 for pre-emption. A worker that dies otherwise (a crash, the OOM killer) still fails the run.
+
+Under DDP, Lightning's own SIGTERM handler (2.6) runs a ``broadcast`` inside the signal handler.
+The signal can land while the rank is inside another collective (DDP's gradient all-reduce in
+``backward``), and a rank signalled twice (by a group signal and by rank 0 forwarding it to its
+children) broadcasts twice: the ranks' collectives no longer pair and the run hangs. Here the
+handler only sets the flag (and forwards the signal once); Lightning's per-step broadcast of
+rank 0's flag then stops every rank at the same step. SIGTERMs within ``SAME_SIGNAL_S`` of the
+first count as one (the group signal and its forward), so the escape is for a later one.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -30,6 +39,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 log = logging.getLogger("distill")
 
 EXIT_STATUS = 128 + signal.SIGTERM
+SAME_SIGNAL_S = 2.0
 
 
 class Preempted(SystemExit):
@@ -46,10 +56,15 @@ class _Escape:
     def __init__(self) -> None:
         self.in_fit = False
         self.received = 0
+        self.first_at = 0.0
         self.held_back: RuntimeError | None = None  # a worker's SIGTERM death, not raised yet
 
     def __call__(self, signum, frame) -> None:
+        now = time.monotonic()
+        if self.received and now - self.first_at < SAME_SIGNAL_S:
+            return  # the same stop, delivered twice (process group, then rank 0's forward)
         self.received += 1
+        self.first_at = self.first_at or now
         if not self.in_fit:
             raise Preempted("SIGTERM received outside training: stopped")
         if self.received > 1:
@@ -122,9 +137,29 @@ def _guard_worker_deaths(trainer) -> Callable | None:
     return torch_handler
 
 
+def _flag_only_sigterm_notifier(trainer) -> None:
+    """Replace Lightning's SIGTERM notifier (a ``broadcast`` inside the handler: see the module
+    docstring) by one that forwards the signal to the launcher's children once and sets the flag
+    that Lightning's training loop broadcasts from rank 0 before every step."""
+    connector = getattr(trainer, "_signal_connector", None)
+    if connector is None or not hasattr(connector, "_sigterm_notifier_fn"):
+        return
+
+    def notify(signum, frame) -> None:
+        log.info("rank %d received SIGTERM", trainer.global_rank)
+        if not connector.received_sigterm:
+            launcher = trainer.strategy.launcher
+            if launcher is not None:
+                launcher.kill(signum)
+        connector.received_sigterm = True
+
+    connector._sigterm_notifier_fn = notify  # read when fit registers the handlers
+
+
 def fit_or_preempted(trainer, *args, checkpoint=None, **kwargs) -> None:
     """``trainer.fit`` that turns a SIGTERM stop into ``Preempted`` (non-zero) after the save."""
-    _escape.in_fit, _escape.received, _escape.held_back = True, 0, None
+    _escape.in_fit, _escape.received, _escape.first_at, _escape.held_back = True, 0, 0.0, None
+    _flag_only_sigterm_notifier(trainer)
     restore = _guard_worker_deaths(trainer)
     try:
         trainer.fit(*args, **kwargs)
