@@ -1,10 +1,12 @@
 """Mobile MQA on this machine: the paper's Table 2 ablation and block timings against timm.
 
-1. Table 2 (mnv4.md §7.4): a hybrid model with its MQA blocks, with standard MHSA blocks in their
-   place, and with the attention blocks removed. The paper's headline figure is the reduction of
-   the attention's *added* cost: 1 - (t_MQA - t_none) / (t_MHSA - t_none) (39% on P8 EdgeTPU).
+1. Table 2 of arXiv 2404.10518: a hybrid model with its MQA blocks, with standard MHSA blocks in
+   their place, and with the attention blocks removed. The paper's headline figure is the
+   reduction of the attention's *added* cost: 1 - (t_MQA - t_none) / (t_MHSA - t_none) (39% on
+   P8 EdgeTPU).
 2. Our Mobile MQA block against timm's ``MobileAttention`` + ``MultiQueryAttention2d`` at the four
-   hybrid stage shapes (mnv4.md §2.2), batch 1 and 32, with our MHSA block alongside.
+   hybrid stage shapes (timm's ``mobilenetv4_hybrid_*`` defs), batch 1 and 32, with our MHSA
+   block alongside.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from bench.common import interleaved_medians, quick, table, write_result
 from students.attention import AttentionBlock, MultiHeadAttention, MultiQueryAttention
 from students.profiling import count_params
 
-# (label, C, H=W at native resolution, heads, d, kv_stride); mnv4.md §2.2.
+# (label, C, H=W at native resolution, heads, d, kv_stride), as in timm's mobilenetv3.py.
 STAGES = [
     ("Hybrid-M stage 2 (MQA-a)", 160, 16, 4, 64, 2),
     ("Hybrid-M stage 3 (MQA-b)", 256, 8, 4, 64, 1),

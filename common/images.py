@@ -96,7 +96,7 @@ def load_rgb(source: bytes | Path, max_side: int | None = None) -> np.ndarray:
 
 
 def jpeg_round_trip(rgb: np.ndarray, quality: int) -> tuple[bytes, np.ndarray]:
-    """Encode as JPEG and decode again: the paper labels the compressed image (mnv4.md §8.1)."""
+    """JPEG encode and decode: the paper (arXiv 2404.10518 §8) labels the compressed image."""
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
     data = buf.getvalue()

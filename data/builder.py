@@ -598,7 +598,8 @@ def dist_env() -> tuple[int, int, int]:
     """(rank, world, local rank) of this builder process as torchrun sets them (1 process: 0,1,0).
 
     Reading the environment is right here: this is the launched process itself, not a data
-    loader worker (stack.md §10).
+    loader worker (Lightning's launcher does not set ``RANK``, and a spawned worker does not
+    inherit the process group).
     """
     return (
         int(os.environ.get("RANK", 0)),

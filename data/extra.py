@@ -1,4 +1,4 @@
-"""Class-balanced extra data (D3, mnv4.md §8.2): score an unlabelled pool, filter, balance.
+"""Class-balanced extra data (D3, paper §8): score an unlabelled pool, filter, balance.
 
 The scorer (the teacher, or a separate model) labels each pool image on its evaluation view.
 Images whose top probability is below ``threshold`` (0.3 in the paper) are dropped; each class

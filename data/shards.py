@@ -10,7 +10,7 @@ Layout of one set (e.g. ``<out>/randaug/``)::
 A shard is written under a temporary name unique to its process (``<name>.<pid>-<id>@<host>.tmp``:
 two builders never write one file) and renamed when complete, after its record, so a crash never
 leaves a file that looks finished; the manifest is the "set complete" marker and readers refuse
-a set without one (stack.md §9). ``read_manifest`` reads a set at any location (data/urls.py);
+a set without one. ``read_manifest`` reads a set at any location (data/urls.py);
 data/set_store.py writes one to object storage.
 """
 

@@ -1,4 +1,4 @@
-"""Streams of batches from shard sets, for training and validation (stack.md §10, §14).
+"""Streams of batches from shard sets, for training and validation.
 
 Both streams are ``IterableDataset`` classes holding only plain settings, so they pickle into
 spawn/forkserver workers. Rank and world size are passed in explicitly; nothing reads them from

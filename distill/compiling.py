@@ -19,7 +19,7 @@ COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotu
 def compile_models(
     models: Iterable[nn.Module], mode: str | None = None, backend: str = "inductor"
 ) -> None:
-    """Compile each module in place (``state_dict`` keys unchanged, stack.md §8)."""
+    """Compile each module in place (``state_dict`` keys unchanged, no ``_orig_mod.``)."""
     if mode not in COMPILE_MODES:
         raise ValueError(f"model.compile_mode must be one of {COMPILE_MODES}, got {mode!r}")
     for model in models:

@@ -1,4 +1,4 @@
-"""Keeping the frozen teacher out of the student's module tree (stack.md §7).
+"""Keeping the frozen teacher out of the student's module tree.
 
 A registered teacher would be wrapped and broadcast by DDP, saved in every checkpoint and copied
 into the EMA. ``TeacherHolder`` is not an ``nn.Module``, so assigning it to a LightningModule

@@ -1,4 +1,4 @@
-"""Distillation losses, computed in fp32 whatever the training precision (stack.md §7).
+"""Distillation losses, computed in fp32 whatever the training precision.
 
 Every loss takes the student's logits and the teacher's *probabilities* at the loss temperature
 T (stored labels re-softened by ``soften``, or the online teacher's softmax(logits / T)), never
@@ -6,9 +6,9 @@ the teacher's logits: log p differs from the logits by a per-sample constant, so
 everything a logit-based loss needs. Each is a mean over the batch.
 
 ``soft_ce``: cross-entropy between stored teacher probabilities and the student's softmax, the
-paper's offline loss (mnv4.md §8.3); it equals KL up to the teacher's (constant) entropy.
+paper's offline loss (arXiv 2404.10518 §8); it equals KL up to the teacher's (constant) entropy.
 ``kl``: T^2 * KL(softmax(teacher/T) || softmax(student/T)), Beyer et al.'s function matching;
-the T^2 factor is always applied (unlike torchdistill with alpha = 0, mnv4.md §10.7).
+the T^2 factor is always applied (torchdistill's ``KDLoss`` drops it when alpha = 0).
 ``dkd``: decoupled KD (Zhao et al., CVPR 2022), T^2 * (alpha * TCKD + beta * NCKD). TCKD is the
 KL between the binary (target, rest) distributions, NCKD the KL between the distributions over
 the non-target classes renormalised; classical KD is TCKD + (1 - p_target) * NCKD. The target is

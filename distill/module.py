@@ -5,8 +5,9 @@ from the batch (the paper's recipe); online mode mixes the batch (extreme mixup)
 teacher for labels on exactly the tensor the student sees (function matching); hybrid mode asks
 the teacher for the batch's first ``n_live`` samples only and reads the others' stored labels.
 Optional terms: ground-truth cross-entropy and feature distillation on the 1280-d pre-logits
-through a learned projection (mnv4.md §10.3). Batches arrive as uint8 images; normalisation, channels_last and
-mixing happen on the device in ``on_after_batch_transfer``.
+(timm's ``forward_head(pre_logits=True)``, not the 960-d ``num_features``) through a learned
+projection. Batches arrive as uint8 images; normalisation, channels_last and mixing happen on the
+device in ``on_after_batch_transfer``.
 """
 
 from __future__ import annotations

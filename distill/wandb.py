@@ -1,4 +1,4 @@
-"""Weights & Biases, configured from Hydra, that never blocks or crashes a run (stack.md §11).
+"""Weights & Biases, configured from Hydra, that never blocks or crashes a run.
 
 Mode: ``WANDB_MODE`` wins (online | offline | disabled); otherwise online only when an API key
 is available (``WANDB_API_KEY`` or a ~/.netrc entry), else offline (``wandb sync`` later).

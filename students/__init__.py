@@ -1,4 +1,4 @@
-"""MobileNetV4 students (mnv4.md §1-6): the five models of the paper, exact to timm's weights."""
+"""MobileNetV4 students: the five models of arXiv 2404.10518, exact to timm's weights."""
 
 from students.mnv4 import MobileNetV4
 from students.registry import (

@@ -1,4 +1,4 @@
-"""Attention blocks of the hybrid models: Mobile MQA (mnv4.md §2) and a standard MHSA for comparison.
+"""Attention blocks of the hybrid models: Mobile MQA and a standard MHSA for comparison.
 
 Letters: B batch, C channels, H x W query grid with N = H*W positions, M key/value positions
 (N / kv_stride**2), h heads, d_k / d_v key / value dims.
@@ -80,7 +80,7 @@ class MultiQueryAttention(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        """xavier_uniform on all projections and K/V down-convs, for hybrid stability (§2.3)."""
+        """xavier_uniform on all projections and K/V down-convs (timm does this for stability)."""
         _xavier_convs(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -131,7 +131,7 @@ class MultiHeadAttention(nn.Module):
 class AttentionBlock(nn.Module):
     """Pre-BN attention block with layer scale and residual (timm ``MobileAttention`` keys).
 
-    ``shortcut + DropPath(LayerScale(Attention(BN(x))))``; no FFN, no activation (mnv4.md §2.1).
+    ``shortcut + DropPath(LayerScale(Attention(BN(x))))``; no FFN, no activation.
     """
 
     def __init__(

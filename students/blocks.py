@@ -1,7 +1,8 @@
 """Convolutional MNv4 blocks: ConvBnAct, FusedIB and the Universal Inverted Bottleneck.
 
-Module and attribute names follow timm's state_dict (mnv4.md §6.2), so timm weights load
-without renaming. Shapes: ``x`` is [B, C_in, H, W]; every block returns [B, C_out, H/s, W/s].
+Module and attribute names follow timm's state_dict (``timm/models/_efficientnet_blocks.py``),
+so timm weights load without renaming. Shapes: ``x`` is [B, C_in, H, W]; every block returns
+[B, C_out, H/s, W/s].
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from students.layers import ConvNormAct, LayerScale2d, conv2d, make_act
 def make_divisible(v: float, divisor: int = 8, round_limit: float = 0.9) -> int:
     """Round ``v`` to the nearest multiple of ``divisor`` (min ``divisor``), never below 90% of v.
 
-    This is the channel rounding of mnv4.md §1.1; at width 1.0 every MNv4 width is already a
+    This is timm's ``make_divisible``; at width 1.0 every MNv4 width is already a
     multiple of 8, so it only matters for scaled variants.
     """
     new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
@@ -33,7 +34,7 @@ def drop_path(rate: float) -> nn.Module:
 class ConvBnAct(nn.Module):
     """Conv + BN + act with no residual: the Conv-S stages 0-1 and the final 1x1 -> 960 conv.
 
-    Keys ``conv.weight`` and ``bn1.*`` as in timm's ``ConvBnAct`` (mnv4.md §1.3).
+    Keys ``conv.weight`` and ``bn1.*`` as in timm's ``ConvBnAct``.
     """
 
     def __init__(self, in_chs: int, out_chs: int, kernel: int, stride: int, act: str) -> None:
@@ -49,7 +50,7 @@ class ConvBnAct(nn.Module):
 class FusedIB(nn.Module):
     """Fused inverted bottleneck (timm ``EdgeResidual``): full 3x3 expansion, linear 1x1 projection.
 
-    No residual and no layer scale in any MNv4 model (mnv4.md §1.3).
+    No residual and no layer scale in any MNv4 model (TF and timm code specs).
     """
 
     def __init__(
@@ -68,7 +69,7 @@ class FusedIB(nn.Module):
 
 
 class UIB(nn.Module):
-    """Universal Inverted Bottleneck (mnv4.md §1.2), in the paper's op order.
+    """Universal Inverted Bottleneck (timm ``UniversalInvertedResidual``), in the paper's op order.
 
     ``k_start``/``k_mid`` (0 = absent) select the instantiation: IB (0, k), ConvNext (k, 0),
     ExtraDW (k1, k2) or FFN (0, 0). The middle depthwise conv carries the stride when present,

@@ -1,8 +1,9 @@
-"""Small building blocks shared by every MNv4 block (mnv4.md §1.1, §1.5, §2.3).
+"""Small building blocks shared by every MNv4 block, with timm's conventions.
 
 Convs never have a bias; BatchNorm uses PyTorch's momentum 0.1 and eps 1e-5, the values timm's
-released weights were trained with (mnv4.md §1.5). Padding is symmetric ``k // 2`` (mnv4.md §1.1),
-which is what the timm weights need.
+released weights were trained with (TF Model Garden's configs use other, Keras-style values).
+Padding is symmetric ``k // 2`` as in timm's ``create_conv2d``, which is what the timm weights
+need (TF's ``'same'`` padding is asymmetric on stride-2 convs).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class ConvNormAct(nn.Module):
 
 
 class LayerScale2d(nn.Module):
-    """Per-channel scale γ (init 1e-5) on an NCHW tensor; used only by the hybrids (mnv4.md §1.2)."""
+    """Per-channel scale γ (init 1e-5) on an NCHW tensor; only the hybrids use it, as in timm."""
 
     def __init__(self, dim: int, init_value: float = 1e-5) -> None:
         super().__init__()
@@ -64,7 +65,7 @@ class LayerScale2d(nn.Module):
 
 
 def init_weights_goog(module: nn.Module) -> None:
-    """TF-EfficientNet initialisation as timm applies it to MNv4 (mnv4.md §2.3).
+    """TF-EfficientNet initialisation as timm applies it to MNv4 (``_init_weight_goog``).
 
     Convs ~ N(0, sqrt(2 / fan_out)) with fan_out = k*k*C_out/groups, BN γ=1 β=0,
     Linear ~ U(±1/sqrt(out_features)). Blocks that need something else (the MQA projections)

@@ -1,7 +1,8 @@
 """``MobileNetV4``: the one builder that walks a ``ModelSpec`` (students/specs.py).
 
-Layout and names follow timm (mnv4.md §4, §6): ``conv_stem``/``bn1`` stem, ``blocks.<stage>.<i>``,
-then global pool -> ``conv_head`` 960->1280 -> ``norm_head`` -> act -> dropout -> ``classifier``.
+Layout and names follow timm's ``timm/models/mobilenetv3.py``: ``conv_stem``/``bn1`` stem,
+``blocks.<stage>.<i>``, then global pool -> ``conv_head`` 960->1280 -> ``norm_head`` -> act ->
+dropout -> ``classifier``.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class MobileNetV4(nn.Module):
         num_classes: classifier outputs; 0 gives an Identity classifier (features only).
         drop_rate: dropout before the classifier (paper Tab. 10: 0.3 Conv-S, 0.2 others).
         drop_path_rate: peak stochastic depth; block j of N gets ``rate * j / N`` (timm's schedule,
-            mnv4.md §1.6); blocks without a residual ignore it.
+            ``_efficientnet_builder.py``); blocks without a residual ignore it.
         attention: ``"mqa"`` (the paper's), ``"mhsa"`` (standard attention in the same places) or
             ``"none"`` (attention blocks removed); only the hybrids have attention blocks.
         in_chans: input channels.

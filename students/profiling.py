@@ -1,8 +1,10 @@
-"""Counting a student's parameters and multiply-accumulates the way mnv4.md §5 does.
+"""Counting a student's parameters and multiply-accumulates (MACs).
 
+MACs cover every conv, the classifier and the two attention matmuls, not BN, activations,
+pooling or softmax (the convention of the code-spec counts in students/specs.py).
 ``torch.utils.flop_counter`` counts convs and the classifier but does not see the CPU flash
 attention kernel, so the two attention matmuls (QK^T and AV) are added through a custom flop
-formula for that op (mnv4.md §5).
+formula for that op.
 """
 
 from __future__ import annotations

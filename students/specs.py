@@ -1,8 +1,8 @@
 """The five MobileNetV4 models as data: one typed row per block, one table per model.
 
-Tables are the code specs of mnv4.md §3 (TF Model Garden = timm, the layout the released weights
-were trained on), not the paper's tables where they differ (mnv4.md §11). Stage ``i`` of a table is
-timm's ``blocks.i``; the last stage is the 1x1 conv to 960 channels (mnv4.md §4).
+Tables are the code specs (TF Model Garden ``backbones/mobilenet.py`` = timm ``mobilenetv3.py``,
+the layout the released weights were trained on), not the paper's Tabs. 11-15 where they differ
+(Hybrid-M, Tab. 13). Stage ``i`` is timm's ``blocks.i``; the last stage is the 1x1 conv to 960.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ Row = ConvBnActRow | FusedIBRow | UIBRow | MQARow
 
 
 def ExtraDW(k1: int, k2: int, e: float, out: int, s: int = 1) -> UIBRow:  # noqa: N802
-    """Start DW k1 and middle DW k2 (the new MNv4 block, mnv4.md §1.3)."""
+    """Start DW k1 and middle DW k2 (the UIB instance new in MobileNetV4)."""
     return UIBRow(k1, k2, e, out, s)
 
 
@@ -80,7 +80,7 @@ def FFN(e: float, out: int) -> UIBRow:  # noqa: N802
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything that defines one MNv4 variant; ``expected_params`` is mnv4.md §5 (1000 classes).
+    """Everything that defines one MNv4 variant; ``expected_params`` is timm's count (1000 classes).
 
     A spec read from a spec file (``students.spec_file``) has no published counts: ``None``.
     """
@@ -103,10 +103,10 @@ class ModelSpec:
         return sum(len(stage) for stage in self.stages)
 
 
-# Conv-S [P Tab. 11; TF MNV4ConvSmall_BLOCK_SPECS]; mnv4.md §3.1. 224 px, ReLU.
+# Conv-S [paper Tab. 11; TF MNV4ConvSmall_BLOCK_SPECS]. 224 px, ReLU.
 MNV4_CONV_S = ModelSpec(
     name="mnv4_conv_s",
-    source="mnv4.md §3.1 (P Tab. 11, code spec)",
+    source="arXiv 2404.10518 Tab. 11, code spec",
     resolution=224,
     stem=32,
     act="relu",
@@ -133,10 +133,10 @@ MNV4_CONV_S = ModelSpec(
     expected_gmacs=0.186,
 )
 
-# Conv-M [P Tab. 12; TF _mnv4_conv_medium_block_specs]; mnv4.md §3.2. 256 px, ReLU.
+# Conv-M [paper Tab. 12; TF _mnv4_conv_medium_block_specs]. 256 px, ReLU.
 MNV4_CONV_M = ModelSpec(
     name="mnv4_conv_m",
-    source="mnv4.md §3.2 (P Tab. 12, code spec)",
+    source="arXiv 2404.10518 Tab. 12, code spec",
     resolution=256,
     stem=32,
     act="relu",
@@ -171,7 +171,7 @@ MNV4_CONV_M = ModelSpec(
     expected_gmacs=1.080,
 )
 
-# Conv-L [P Tab. 14; TF MNV4ConvLarge_BLOCK_SPECS]; mnv4.md §3.3. 384 px, ReLU, every e = 4.
+# Conv-L [paper Tab. 14; TF MNV4ConvLarge_BLOCK_SPECS]. 384 px, ReLU, every e = 4.
 _CONV_L_STAGE3_HEAD = (  # blocks 3.0-3.9, shared with Hybrid-L
     ExtraDW(5, 5, 4, 512, s=2),
     *[ExtraDW(5, 5, 4, 512)] * 3,
@@ -183,7 +183,7 @@ _CONV_L_STAGE3_HEAD = (  # blocks 3.0-3.9, shared with Hybrid-L
 )
 MNV4_CONV_L = ModelSpec(
     name="mnv4_conv_l",
-    source="mnv4.md §3.3 (P Tab. 14, code spec)",
+    source="arXiv 2404.10518 Tab. 14, code spec",
     resolution=384,
     stem=24,
     act="relu",
@@ -206,12 +206,12 @@ MNV4_CONV_L = ModelSpec(
     expected_gmacs=6.376,
 )
 
-# Hybrid-M, code version [TF _mnv4_hybrid_medium_block_specs = timm]; mnv4.md §3.4 (not P Tab. 13).
+# Hybrid-M, code version [TF _mnv4_hybrid_medium_block_specs = timm], not paper Tab. 13.
 _MQA_A = MQARow(heads=4, dim=64, kv_stride=2)  # C = 160, stride 16
 _MQA_B = MQARow(heads=4, dim=64, kv_stride=1)  # C = 256, stride 32
 MNV4_HYBRID_M = ModelSpec(
     name="mnv4_hybrid_m",
-    source="mnv4.md §3.4 (TF/timm code spec; P Tab. 13 differs, §11 #1)",
+    source="TF/timm code spec (arXiv 2404.10518 Tab. 13 differs)",
     resolution=256,
     stem=32,
     act="relu",
@@ -257,12 +257,12 @@ MNV4_HYBRID_M = ModelSpec(
     expected_gmacs=1.271,
 )
 
-# Hybrid-L [P Tab. 15 = TF _mnv4_hybrid_large_block_specs = timm]; mnv4.md §3.5. GELU.
+# Hybrid-L [paper Tab. 15 = TF _mnv4_hybrid_large_block_specs = timm]. GELU.
 _MQA_C = MQARow(heads=8, dim=48, kv_stride=2)  # C = 192, stride 16
 _MQA_D = MQARow(heads=8, dim=64, kv_stride=1)  # C = 512, stride 32
 MNV4_HYBRID_L = ModelSpec(
     name="mnv4_hybrid_l",
-    source="mnv4.md §3.5 (P Tab. 15, code spec)",
+    source="arXiv 2404.10518 Tab. 15, code spec",
     resolution=384,
     stem=24,
     act="gelu",
@@ -289,7 +289,7 @@ SPECS: dict[str, ModelSpec] = {
     s.name: s for s in (MNV4_CONV_S, MNV4_CONV_M, MNV4_CONV_L, MNV4_HYBRID_M, MNV4_HYBRID_L)
 }
 
-# timm's registry names for the same architectures (mnv4.md §0).
+# timm's registry names for the same architectures.
 TIMM_NAMES: dict[str, str] = {
     "mnv4_conv_s": "mobilenetv4_conv_small",
     "mnv4_conv_m": "mobilenetv4_conv_medium",

@@ -1,10 +1,10 @@
 """Loading MNv4 weights safely: ours or timm's layout, from ``.safetensors`` or ``.pth``.
 
-Our module names equal timm's (mnv4.md §6.2), so ``convert_timm_state_dict`` only removes the
-wrappers that training code adds around a state_dict and checks it against the timm layout; the
-strict key and shape check happens when the weights are loaded into a model
-(mnv4.md §6.4 acceptance checks 1-3). Format-neutral reading, strict loading and atomic
-writes are common/weights.py's; this module adds what is MNv4- and export-specific.
+Our module names equal timm's, so ``convert_timm_state_dict`` only removes the wrappers that
+training code adds around a state_dict and checks it against the timm layout; the strict key and
+shape check (nothing missing or unexpected, every shape exact) happens when the weights are
+loaded into a model. Format-neutral reading, strict loading and atomic writes are
+common/weights.py's; this module adds what is MNv4- and export-specific.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ def evaluate(
     """Micro-averaged (standard) top-1 and top-5 of ``predict`` (images -> scores) over batches.
 
     torchmetrics' class-specific metrics default to macro averaging, which is not top-1 accuracy
-    when classes are unbalanced, so ``average="micro"`` is set explicitly (stack.md §12).
+    when classes are unbalanced, so ``average="micro"`` is set explicitly.
     """
     top1 = MulticlassAccuracy(num_classes=num_classes, top_k=1, average="micro")
     top5 = MulticlassAccuracy(num_classes=num_classes, top_k=min(5, num_classes), average="micro")

@@ -1,9 +1,10 @@
 """``FrozenTeacher``: a teacher (or an ensemble) that cannot train by accident.
 
 Frozen means: every parameter has ``requires_grad=False``; the module stays in eval mode even when
-a parent calls ``.train()`` (Lightning does, mnv4.md §10.1); forward runs under ``torch.no_grad()``
-(not ``inference_mode``: the KD loss saves teacher outputs for backward, stack.md §7). It takes RGB
-images in [0, 1] at any size and applies each member's own preprocessing.
+a parent calls ``.train()``, which recurses into every child; forward runs under
+``torch.no_grad()`` (not ``inference_mode``: the KD loss saves teacher outputs for backward,
+which inference tensors cannot be). It takes RGB images in [0, 1] at any size and applies each
+member's own preprocessing.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Soft labels from a teacher, the way the paper stores them (mnv4.md §8.1, App. H).
+"""Soft labels from a teacher, the way the paper stores them (arXiv 2404.10518 §8, App. H).
 
 Full labels are the teacher's softmax over all classes in fp16. Top-k labels keep the k largest
 probabilities (fp16, descending) and their class indices; they are *not* renormalised by default,

@@ -3,7 +3,7 @@
 A teacher's preprocessing travels with it (input size, mean/std, interpolation, crop_pct), taken
 from timm's pretrained config where one exists. Images enter as RGB in [0, 1] (or uint8) at any
 size: the student's crop is resized to the teacher's own resolution and normalised with the
-teacher's own statistics: one crop, two resizes (Beyer et al.'s 384/224 trick, mnv4.md §9.1).
+teacher's own statistics: one crop, two resizes (Beyer et al.'s 384/224 trick, arXiv 2106.05237).
 """
 
 from __future__ import annotations

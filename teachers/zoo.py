@@ -2,7 +2,7 @@
 
 Specs:
     ``timm:<name>``          any timm classifier (``timm:tf_efficientnet_l2.ns_jft_in1k`` is the
-                             paper's teacher, mnv4.md §8.1);
+                             paper's teacher, arXiv 2404.10518 §8);
     ``torchvision:<name>``   any torchvision classification model;
     ``mnv4:<student>``       an MNv4 student as teacher (e.g. Hybrid-L teaching Conv-S).
 
@@ -39,7 +39,7 @@ KNOWN_TEACHERS: dict[str, dict] = {
         "params_m": 480,
         "input_size": 800,
         "top1": 88.35,
-        "note": "the paper's teacher (Noisy Student EfficientNet-L2, mnv4.md §8.1)",
+        "note": "the paper's teacher (Noisy Student EfficientNet-L2, arXiv 2404.10518 §8)",
     },
     "timm:tf_efficientnet_l2.ns_jft_in1k_475": {"params_m": 480, "input_size": 475, "top1": 88.23},
     "timm:eva02_large_patch14_448.mim_m38m_ft_in22k_in1k": {

@@ -1,4 +1,4 @@
-"""Imports flow one way: nas -> distill -> data -> teachers -> students -> common (style.md §6).
+"""Imports flow one way: nas -> distill -> data -> teachers -> students -> common.
 
 Every ``import`` and ``from ... import`` in the six packages is parsed with ``ast``, at module
 level and inside functions alike, and each edge must point down the order: a package may import

@@ -17,8 +17,8 @@ NAMES = students.list_models()
 FAST = ("mnv4_conv_s", "mnv4_hybrid_m")
 TIERED = [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in NAMES]
 
-# mnv4.md §6.1: state_dict entries and layer-scale vectors (parameter and MAC counts are the
-# spec's own ``expected_params`` / ``expected_gmacs``, mnv4.md §5).
+# Entries and layer-scale ``gamma`` vectors in the state_dicts of timm's ``mobilenetv4_*`` models
+# (parameter and MAC counts are the spec's own ``expected_params`` / ``expected_gmacs``).
 LAYOUT = {
     "mnv4_conv_s": (278, 0),
     "mnv4_conv_m": (464, 0),
@@ -116,7 +116,7 @@ def test_drop_path_is_active_only_in_training():
 
 def test_drop_path_follows_timms_linear_schedule():
     model = students.create_model("mnv4_hybrid_m", drop_path_rate=0.1)
-    # mnv4.md §1.6: block j of N = 32 gets 0.1 * j / 32; blocks.2.1 is the 4th block (j = 4).
+    # timm's _efficientnet_builder.py: block j of N = 32 gets 0.1 * j / 32; blocks.2.1 has j = 4.
     assert model.blocks[2][1].drop_path.p == pytest.approx(0.1 * 4 / 32)
     assert model.blocks[3][15].drop_path.p == pytest.approx(0.1 * 30 / 32)
 
