@@ -346,7 +346,7 @@ def synthetic_source(tmp: Path, n_images: int, size: int) -> tuple[ImageFolderSo
     classes = sorted({p.parent.name for p, _ in files})
     classes += [f"c{i}" for i in range(len(classes), CLASSES)]
     (tmp / "classes.txt").write_text("\n".join(classes) + "\n")
-    quiet = logging.getLogger("data.sources")
+    quiet = logging.getLogger(ImageFolderSource.__module__)  # where the listing warns
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # one warning per empty class (990 of them) otherwise
     try:

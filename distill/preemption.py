@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-log = logging.getLogger("distill")
+log = logging.getLogger(__name__)
 
 EXIT_STATUS = 128 + signal.SIGTERM
 
