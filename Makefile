@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# moto's S3 server for the tests (tests/servers.py), in its own environment: boto pins
+# moto's S3 server for the tests (testkit/servers.py), in its own environment: boto pins
 # python-dateutil<3, which the project's environment does not need to share
 S3_VENV := .venv-s3
 S3_STAMP := $(S3_VENV)/.installed

@@ -44,6 +44,7 @@ def natural_image(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def make_jpegs(root: Path, n: int, size: int) -> list[tuple[Path, int]]:
+    """``n`` natural-like JPEGs of ``size`` px under ``root/c<class>/``, as (path, class) pairs."""
     rng = np.random.default_rng(0)
     files = []
     for i in range(n):
@@ -55,7 +56,7 @@ def make_jpegs(root: Path, n: int, size: int) -> list[tuple[Path, int]]:
     return files
 
 
-def _shards_of(files: list[tuple[Path, int]], set_dir: Path, per_shard: int) -> None:
+def shards_of(files: list[tuple[Path, int]], set_dir: Path, per_shard: int) -> None:
     """The same JPEG bytes as a shard set, each with a class and a full soft label."""
     set_dir.mkdir(parents=True)
     names = {}
@@ -90,7 +91,7 @@ def streaming(repeats: int, n: int, workers: int = 2, batch: int = 64) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bench_data_"))
     try:
         files = make_jpegs(tmp / "folder", n, 224)
-        _shards_of(files, tmp / "shards" / "bench", per_shard=max(1, n // 8))
+        shards_of(files, tmp / "shards" / "bench", per_shard=max(1, n // 8))
         folder = ImageFolder(
             str(tmp / "folder"), transform=v2.Compose([v2.PILToTensor(), v2.RandomHorizontalFlip()])
         )

@@ -84,7 +84,9 @@ def online_cost(repeats: int, batch: int = 8, res: int = 224) -> list[dict]:
     return rows
 
 
-def _run_default(cache: Path, out: Path, extra: list[str]) -> dict:
+def run_default(cache: Path, out: Path, extra: list[str]) -> dict:
+    """``python -m distill`` with the digits defaults plus ``extra`` overrides, as a subprocess
+    writing to ``out``: its results.json with the run's wall time added."""
     start = time.perf_counter()
     proc = subprocess.run(
         [
@@ -111,18 +113,18 @@ def _run_default(cache: Path, out: Path, extra: list[str]) -> dict:
 
 def wall_times(tmp: Path) -> dict:
     cache = tmp / "cache"
-    cold = _run_default(cache, tmp / "cold", [])
-    warm = _run_default(cache, tmp / "warm", [])
+    cold = run_default(cache, tmp / "cold", [])
+    warm = run_default(cache, tmp / "warm", [])
     return {"cold_s": cold["wall_s"], "warm_s": warm["wall_s"], "cold": cold, "warm": warm}
 
 
 def accuracy(tmp: Path, seeds: list[int], warm_cache: Path) -> list[dict]:
     rows = []
     for seed in seeds:
-        off = _run_default(
+        off = run_default(
             warm_cache, tmp / f"offline_{seed}", [f"seed={seed}", "export.onnx=false"]
         )
-        fm = _run_default(
+        fm = run_default(
             warm_cache,
             tmp / f"fm_{seed}",
             [

@@ -15,7 +15,7 @@ import torch
 import students
 from bench.common import interleaved_medians, quick, table, write_result
 from bench.students import candidate_input
-from tests.students.conftest import randomize_like_trained
+from testkit.models import randomize_like_trained
 
 EVAL_BATCH = 256
 TRAIN_BATCH = 128

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from bench.common import quick, table, write_result
-from bench.distill import _run_default
+from bench.distill import run_default
 
 LOSSES = {  # row name -> overrides
     "soft_ce": ["loss=soft_ce"],
@@ -49,7 +49,7 @@ def run_table(tmp: Path, cache: Path, seeds: list[int], losses: dict[str, list[s
                 extra = [f"seed={seed}", f"mode={mode}", *overrides, *FAST]
                 extra.append(f"baseline.enabled={str(first).lower()}")
                 out = tmp / f"{mode}_{name.replace(' ', '')}_{seed}"
-                r = _run_default(cache, out, extra)
+                r = run_default(cache, out, extra)
                 if first:
                     baseline[seed] = r["baseline_metrics"]["val/top1"]
                 m, cost = r["student_metrics"], r["teacher_cost"]

@@ -37,9 +37,13 @@ from bench.common import quick, table, write_result
 from bench.data import make_jpegs
 from data.builder import build_sets
 from data.datamodule import DistillDataModule
-from data.recipes import ViewCodec, encode_npy, tar_bytes
+from data.randaug import RandAugment
+from data.recipes import Replayer, ViewCodec, encode_npy, pixel_hash, tar_bytes, view_digest
+from data.render import crop_resize, decode_source, mix
 from data.shards import read_manifest
 from data.sources import DigitsSource, ImageFolderSource
+from data.stream import collate
+from data.tario import samples
 from teachers import Preprocessing, build_model, create_teacher, save_teacher
 
 IMAGENET = 1_281_167
@@ -280,18 +284,24 @@ def loader_rates(root: Path, repeats: int, batch: int, epochs: dict[int, int]) -
     return rows
 
 
-STAGES = {  # (file name, function): what a recipe view costs, by stage (cumulative seconds)
-    ("tario.py", "samples"): "read tar members",
-    ("recipes.py", "records"): "load views.npy",
-    ("render.py", "decode_source"): "decode source JPEG(s)",
-    ("render.py", "crop_resize"): "crop + resize to 224",
-    ("randaug.py", "apply"): "RandAugment ops",
-    ("render.py", "mix"): "mix (blend only)",
-    ("recipes.py", "pixel_hash"): "digest check (XXH3)",
-    ("recipes.py", "view_digest"): "digest check (XXH3)",
-    ("recipes.py", "soft_label"): "dense soft label",
-    ("stream.py", "collate"): "collate",
+STAGES = {  # function: what a recipe view costs in it, by stage (cumulative seconds)
+    samples: "read tar members",
+    Replayer.records: "load views.npy",
+    decode_source: "decode source JPEG(s)",
+    crop_resize: "crop + resize to 224",
+    RandAugment.apply: "RandAugment ops",
+    mix: "mix (blend only)",
+    pixel_hash: "digest check (XXH3)",
+    view_digest: "digest check (XXH3)",
+    ViewCodec.soft_label: "dense soft label",
+    collate: "collate",
 }
+
+
+def profile_key(fn) -> tuple[str, int, str]:
+    """How cProfile names a Python function in its stats: (file, first line, name)."""
+    code = fn.__code__
+    return code.co_filename, code.co_firstlineno, code.co_name
 
 
 def profile_recipe_epoch(root: Path, batch: int, epoch: int, top: int = 10) -> dict:
@@ -311,8 +321,9 @@ def profile_recipe_epoch(root: Path, batch: int, epoch: int, top: int = 10) -> d
     stats = pstats.Stats(prof, stream=io.StringIO())
     total = stats.total_tt
     stages = {label: 0.0 for label in STAGES.values()}
-    for (file, _, fn), (_, _, _, ct, _) in stats.stats.items():
-        label = STAGES.get((Path(file).name, fn))
+    stage_of = {profile_key(fn): label for fn, label in STAGES.items()}
+    for key, (_, _, _, ct, _) in stats.stats.items():
+        label = stage_of.get(key)
         if label:
             stages[label] += ct
     own = []
@@ -346,7 +357,7 @@ def synthetic_source(tmp: Path, n_images: int, size: int) -> tuple[ImageFolderSo
     classes = sorted({p.parent.name for p, _ in files})
     classes += [f"c{i}" for i in range(len(classes), CLASSES)]
     (tmp / "classes.txt").write_text("\n".join(classes) + "\n")
-    quiet = logging.getLogger("data.sources")
+    quiet = logging.getLogger(ImageFolderSource.__module__)  # where the listing warns
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # one warning per empty class (990 of them) otherwise
     try:

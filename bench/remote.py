@@ -21,10 +21,10 @@ import tempfile
 from pathlib import Path
 
 from bench.common import interleaved_medians, quick, table, write_result
-from bench.data import _make_jpegs, _shards_of
+from bench.data import make_jpegs, shards_of
 from data import remote, urls
 from data.datamodule import DistillDataModule
-from tests.servers import REPO, MotoServer, python_env
+from testkit.servers import REPO, MotoServer, python_env
 
 WORKERS, BATCH = 2, 64
 MB = 1 << 20
@@ -32,7 +32,7 @@ MB = 1 << 20
 
 def _http_server(root: Path) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.servers", "http", str(root)],
+        [sys.executable, "-m", "testkit.servers", "http", str(root)],
         cwd=REPO,
         env=python_env(),
         stdout=subprocess.PIPE,
@@ -95,8 +95,8 @@ def measure(n: int, repeats: int) -> dict:
         for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
     }
     try:
-        files = _make_jpegs(tmp / "folder", n, 224)
-        _shards_of(files, tmp / "www" / "sets" / "bench", per_shard=max(1, n // 8))
+        files = make_jpegs(tmp / "folder", n, 224)
+        shards_of(files, tmp / "www" / "sets" / "bench", per_shard=max(1, n // 8))
         http, http_url = _http_server(tmp / "www")
         moto = MotoServer(tmp / "moto.log")
         os.environ.update(moto.env)

@@ -13,6 +13,10 @@ import torch.nn.functional as F
 
 DIGIT_CLASSES = [str(i) for i in range(10)]
 
+# The dataset's split (conf/dataset/digits.yaml ``digits.fractions``): a labelled split the
+# teacher trains on, an unlabelled pool and the validation split every result is reported on.
+DIGIT_FRACTIONS = {"labelled": 0.1, "pool": 0.6, "val": 0.3}
+
 
 def load_digits_images(size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """All digits as uint8 RGB [N, 3, size, size] and int64 labels [N]."""
@@ -49,3 +53,14 @@ def stratified_split(
             parts[name].append(idx[start : start + n])
             start += n
     return {name: torch.cat(chunks).sort().values for name, chunks in parts.items()}
+
+
+def digits_split(
+    labels: torch.Tensor, fractions: dict[str, float] | None = None, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """Indices of each split of the digits dataset (``DIGIT_FRACTIONS`` unless given).
+
+    The one split rule for digits: the dataset's sources and the teacher-training CLI both take
+    their parts from here, so a teacher trained by either never sees the validation images.
+    """
+    return stratified_split(labels, dict(fractions or DIGIT_FRACTIONS), seed)

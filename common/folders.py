@@ -22,7 +22,7 @@ import numpy as np
 
 from common.images import IMAGE_EXTENSIONS, BadImage, check_header, load_rgb
 
-log = logging.getLogger("data.sources")
+log = logging.getLogger(__name__)
 EMPTY_CLASS = "empty class: no usable image, kept with 0 images"
 
 

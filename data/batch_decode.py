@@ -22,7 +22,7 @@ from functools import cache, partial
 
 import torch
 
-log = logging.getLogger("data")
+log = logging.getLogger(__name__)
 
 JPEG_SOI = b"\xff\xd8"
 JPEG_EOI = b"\xff\xd9"

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from data import remote, urls
 from data.config import register_build_configs
 
-log = logging.getLogger("data.build")
+log = logging.getLogger(__name__)
 
 
 class BuildConfigError(ValueError):

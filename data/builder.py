@@ -43,7 +43,7 @@ from data.shards import (
 from data.sources import Source
 from teachers import FrozenTeacher, soft_labels
 
-log = logging.getLogger("data.builder")
+log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from data.recipes import version_drift
 from data.shards import Manifest, ManifestError, read_manifest
 from data.stream import loader, train_pipeline, val_pipeline
 
-log = logging.getLogger("data")
+log = logging.getLogger(__name__)
 
 DECODE_CHOICES = ("auto", "cpu", "gpu")
 

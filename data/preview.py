@@ -23,7 +23,7 @@ from data.recipes import Replayer, group_size
 from data.shards import read_manifest
 from data.stream import shard_samples
 
-log = logging.getLogger("data")
+log = logging.getLogger(__name__)
 
 TILE, CAPTION = 96, 26
 

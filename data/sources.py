@@ -61,16 +61,14 @@ class DigitsSource(Source):
         fractions: dict[str, float] | None = None,
         seed: int = 0,
     ) -> None:
-        from common.digits import DIGIT_CLASSES, load_digits_images, stratified_split
+        from common.digits import DIGIT_CLASSES, DIGIT_FRACTIONS, digits_split, load_digits_images
 
         super().__init__()
-        fractions = dict(
-            fractions or {"labelled": 0.1, "pool": 0.6, "val": 0.3}
-        )  # conf/dataset/digits.yaml
+        fractions = dict(fractions or DIGIT_FRACTIONS)
         if split not in fractions:
             raise SourceError(f"digits split {split!r} not in {sorted(fractions)}")
         images, labels = load_digits_images(size)
-        idx = stratified_split(labels, fractions, seed)[split]
+        idx = digits_split(labels, fractions, seed)[split]
         self._images = images.permute(0, 2, 3, 1).numpy()
         self.classes = list(DIGIT_CLASSES)
         self.name = f"digits:{split}"

@@ -57,7 +57,7 @@ from data.remote import ServerGone, open_read, read_json
 from data.render import flip as flip_view
 from data.tario import samples as tar_members_by_key
 
-log = logging.getLogger("data")
+log = logging.getLogger(__name__)
 
 _END = object()
 DECODE_STAGES = ("cpu", "gpu")

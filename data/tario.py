@@ -158,15 +158,3 @@ def samples(stream, url: str = "?", lazy: Container[str] = ()) -> Iterator[dict]
         current[ext.lower()] = payload
     if current is not None:
         yield current
-
-
-def tar_samples(src, handler=None):
-    """webdataset stage: ``{"url": ...}`` items -> samples; errors go to ``handler``."""
-    for item in src:
-        url = item["url"]
-        try:
-            with open(url, "rb", buffering=1 << 20) as stream:
-                yield from samples(stream, url)
-        except Exception as e:
-            if handler is None or not handler(e):
-                raise

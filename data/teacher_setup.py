@@ -24,7 +24,7 @@ from teachers.checkpoint import is_teacher_checkpoint
 from teachers.frozen import FrozenTeacher
 from teachers.load import create_teacher
 
-log = logging.getLogger("teachers")
+log = logging.getLogger(__name__)
 
 
 class MissingTeacherError(FileNotFoundError):

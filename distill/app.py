@@ -48,7 +48,7 @@ from distill.summary import (
 )
 from teachers.zoo import TeacherWeightsUnavailable
 
-log = logging.getLogger("distill")
+log = logging.getLogger(__name__)
 
 
 class UsageError(SystemExit):

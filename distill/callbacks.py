@@ -10,7 +10,7 @@ import lightning as L
 
 from data import urls
 
-log = logging.getLogger("distill")
+log = logging.getLogger(__name__)
 
 
 class SampleGrids(L.Callback):

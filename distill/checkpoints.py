@@ -23,7 +23,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from distill.preemption import stopped_by_sigterm
 
-log = logging.getLogger("distill")
+log = logging.getLogger(__name__)
 
 LAST = "last.ckpt"
 

@@ -26,7 +26,7 @@ from distill.runtime_table import export_runtimes
 from students.export import export_onnx, save_safetensors
 from students.weights import ExportMeta, mean_std_tuple
 
-log = logging.getLogger("distill")
+log = logging.getLogger(__name__)
 
 TOP1 = {"raw": "val/top1", "ema": "val/ema_top1"}
 

@@ -48,7 +48,7 @@ from distill.skips import TrainingSkips
 from distill.teacher_cost import TeacherCost, cost_summary
 from teachers import FrozenTeacher
 
-log = logging.getLogger("distill")
+log = logging.getLogger(__name__)
 
 
 def ema_update(decay: float, warmup: bool = True):

@@ -36,7 +36,7 @@ from collections.abc import Callable
 
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-log = logging.getLogger("distill")
+log = logging.getLogger(__name__)
 
 EXIT_STATUS = 128 + signal.SIGTERM
 SAME_SIGNAL_S = 2.0

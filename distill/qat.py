@@ -26,7 +26,7 @@ from torch import nn
 
 from distill.losses import kd_loss, soften
 
-log = logging.getLogger("distill")
+log = logging.getLogger(__name__)
 
 EXPORT_BATCH = 2  # traced batch; batch is dynamic, but 1 would specialise it away
 BN_OPS = {"aten.batch_norm.default", "aten._native_batch_norm_legit.default"}

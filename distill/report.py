@@ -39,7 +39,7 @@ from distill.report_data import (
     val_set_dir,
 )
 
-log = logging.getLogger("distill")
+log = logging.getLogger(__name__)
 
 FIGURES = {
     "curves": (

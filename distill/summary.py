@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-log = logging.getLogger("distill")
+log = logging.getLogger(__name__)
 
 MAX_REASONS = 20
 

@@ -12,7 +12,7 @@ import netrc
 import os
 from pathlib import Path
 
-log = logging.getLogger("distill")
+log = logging.getLogger(__name__)
 
 
 def _has_key() -> bool:

@@ -44,7 +44,7 @@ from nas.space import (
 from nas.stages import StageSearch, coarse_stage, fine_stage
 from students.runtimes import MissingRuntime
 
-log = logging.getLogger("nas")
+log = logging.getLogger(__name__)
 
 PRESETS_HINT = "python -m nas +nas=digits (or +nas=imagenet)"
 

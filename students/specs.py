@@ -98,10 +98,6 @@ class ModelSpec:
     num_features: int = 960
     head_hidden_size: int = 1280
 
-    @property
-    def num_blocks(self) -> int:
-        return sum(len(stage) for stage in self.stages)
-
 
 # Conv-S [paper Tab. 11; TF MNV4ConvSmall_BLOCK_SPECS]. 224 px, ReLU.
 MNV4_CONV_S = ModelSpec(

@@ -223,15 +223,19 @@ def _fit(module, recipe: TeacherRecipe, train_loader, val_loader, root: Path, lo
 def _load_data(data: str, image_size: int, seed: int):
     """``digits`` (embedded) or an image folder root with ``train/`` and ``val/`` sub-folders.
 
+    Digits are split as the dataset splits them (``common.digits.digits_split``): the teacher
+    trains on the labelled split, as the app's own teacher does, and is validated on the val
+    split distillation reports on, which it has never seen.
+
     Returns train images, labels, val images, labels, class names and the sources whose skipped
     inputs to report (none for digits).
     """
     if data == "digits":
-        from common.digits import DIGIT_CLASSES, load_digits_images, stratified_split
+        from common.digits import DIGIT_CLASSES, digits_split, load_digits_images
 
         images, labels = load_digits_images(image_size)
-        split = stratified_split(labels, {"train": 0.8, "val": 0.2}, seed)
-        tr, va = split["train"], split["val"]
+        split = digits_split(labels, seed=seed)
+        tr, va = split["labelled"], split["val"]
         return images[tr], labels[tr], images[va], labels[va], DIGIT_CLASSES, []
     return _load_folder(Path(data))
 

@@ -1,5 +1,5 @@
 """Hydra's schemas for conf/train.yaml and conf/build.yaml, registered for every test, and the
-servers the remote-set tests read from (tests/servers.py).
+servers the remote-set tests read from (testkit/servers.py).
 
 The apps register the schemas when they import their config modules; a test that composes a
 config directly must not depend on another test having imported them first.
@@ -29,8 +29,8 @@ def fast_transport():
 
 @pytest.fixture
 def http_server(tmp_path):
-    """A range-capable HTTP server over ``tmp_path / "www"`` (tests/servers.py)."""
-    from tests.servers import RangeServer
+    """A range-capable HTTP server over ``tmp_path / "www"`` (testkit/servers.py)."""
+    from testkit.servers import RangeServer
 
     (tmp_path / "www").mkdir()
     server = RangeServer(tmp_path / "www")
@@ -40,7 +40,7 @@ def http_server(tmp_path):
 
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory):
-    from tests.servers import MotoServer
+    from testkit.servers import MotoServer
 
     server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log")
     yield server

@@ -9,7 +9,6 @@ to a sidecar ``<file>.json`` written beside it (``read_pte_meta``).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -147,7 +146,3 @@ class ExecuTorch:
             return out[0].numpy()
 
         return predict
-
-
-def pte_bytes(path: Path) -> int:
-    return os.path.getsize(path)

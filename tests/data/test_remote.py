@@ -1,4 +1,4 @@
-"""Sets at any URL, read over real servers on 127.0.0.1 (tests/servers.py): streaming, faults
+"""Sets at any URL, read over real servers on 127.0.0.1 (testkit/servers.py): streaming, faults
 (stall, cut short, 404, 403, 5xx, server gone), the node-local cache, and the tar reader's size
 checks."""
 

@@ -13,8 +13,8 @@ from data.datamodule import DistillDataModule
 from data.set_store import SetStore, staging_root
 from data.shards import read_manifest
 from data.stream import shard_samples
+from testkit.servers import CREDENTIALS, MotoServer
 from tests.data.conftest import BUILD, variant_cfgs
-from tests.servers import CREDENTIALS, MotoServer
 
 VAL = {"val": variant_cfgs(0.5)["val"]}
 

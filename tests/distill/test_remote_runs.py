@@ -18,9 +18,9 @@ from omegaconf import OmegaConf
 
 from data import remote
 from distill.app import UsageError, prepare_data, run
+from testkit.servers import CREDENTIALS, RangeServer, free_port, python_env
 from tests.distill.conftest import compose_train
 from tests.helpers import REPO, save_random_teacher
-from tests.servers import CREDENTIALS, RangeServer, free_port, python_env
 
 FAST_REMOTE = ["remote.retry_s=1", "remote.retries=2", "remote.connect_timeout_s=0.5"]
 

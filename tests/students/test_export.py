@@ -7,8 +7,7 @@ import torch
 
 import students
 from students.export import export_onnx, save_safetensors
-
-from .conftest import randomize_like_trained
+from testkit.models import randomize_like_trained
 
 
 @pytest.mark.slow

@@ -21,8 +21,7 @@ from distill.export import choose_weights, export_student
 from distill.module import DistillModule
 from students import CheckpointError, ExportMeta, read_export_meta
 from students.export import export_onnx, read_onnx_meta, save_safetensors
-
-from .conftest import randomize_like_trained
+from testkit.models import randomize_like_trained
 
 REPO = Path(__file__).resolve().parents[2]
 CLASSES = tuple(f"class {i}" for i in range(10))

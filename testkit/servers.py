@@ -1,4 +1,4 @@
-"""Real servers on 127.0.0.1 for the remote-set tests, each on an ephemeral port.
+"""Real servers on 127.0.0.1 for the remote-set tests and benchmarks, each on an ephemeral port.
 
 - ``RangeServer``: an HTTP/1.1 file server with ``Range`` requests, ETag and Last-Modified, and
   fault switches the tests flip while it runs: a status for some paths (404, 403), a body cut
@@ -271,11 +271,11 @@ def python_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def main(argv: list[str]) -> None:
-    """``python -m tests.servers http ROOT``: serve ROOT over HTTP (benchmarks run the server in
+    """``python -m testkit.servers http ROOT``: serve ROOT over HTTP (benchmarks run the server in
     its own process); prints the base URL, then serves until killed."""
     kind, root = argv
     if kind != "http":
-        raise SystemExit("usage: python -m tests.servers http ROOT")
+        raise SystemExit("usage: python -m testkit.servers http ROOT")
     server = RangeServer(Path(root))
     print(server.url, flush=True)
     server.thread.join()
