@@ -143,6 +143,16 @@ class _Normalize:
         return x.contiguous(memory_format=torch.channels_last)
 
 
+def _every_rank_has(flag: bool, world: int, device: torch.device) -> bool:
+    """``flag`` on every rank (one all-reduce): the controller's update is a collective, so the
+    ranks must agree on whether it runs, and each rank's held-out pool fills at its own pace."""
+    if world == 1:
+        return flag
+    t = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
 def _all_reduce_grads(params: list[torch.nn.Parameter], world: int) -> None:
     """Average every gradient over the replicas (unused branches count as zero)."""
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
@@ -358,7 +368,7 @@ def run_stage(
             "largest": int(largest),
             "arch": arch.describe(),
         }
-        if step >= warm and len(pool):
+        if step >= warm and _every_rank_has(len(pool) > 0, world, device):
             q = quality(net, pool, arch, normalize)
             t = ctx.latency(arch)
             r = reward(settings.reward, q, t, settings.target_ms, settings.beta)
