@@ -14,7 +14,7 @@ import pytest
 
 from data.shards import read_manifest
 from distill.app import run
-from tests.helpers import garble_jpegs, read_samples, run_module
+from tests.helpers import read_samples, run_module
 
 from .conftest import compose_train
 
@@ -24,18 +24,23 @@ pytestmark = pytest.mark.slow
 SHORT = ["+debug=smoke", "data.samples_per_epoch=96", "trainer.max_steps=3"]
 
 
-def _drop_member(url: Path, name: str) -> None:
+def _drop_member(url: Path, name: str, replace: bytes | None = None) -> None:
+    """Rewrite shard ``url`` without member ``name`` (or with ``replace`` as its bytes)."""
     with tarfile.open(url) as tar:
-        members = [(t, tar.extractfile(t).read()) for t in tar if t.name != name]
+        members = [(t, tar.extractfile(t).read()) for t in tar]
     with tarfile.open(url, "w") as tar:
         for info, payload in members:
+            if info.name == name:
+                if replace is None:
+                    continue
+                payload, info.size = replace, len(replace)
             tar.addfile(info, io.BytesIO(payload))
 
 
 @pytest.fixture(scope="module")
 def damaged(tiny_cache, tmp_path_factory) -> tuple[Path, set[str]]:
-    """The tiny cache's shards with three faults in the recipe set ``randaug`` (groups of one
-    image): a shard cut inside a member, a group without its image, an undecodable image; the
+    """The tiny cache's shards with three faults in the recipe set ``randaug`` (samples of up to 8
+    images): a shard cut inside a member, a group without its image, an undecodable image; the
     root and what each fault's skip names."""
     cache = Path(next(o for o in tiny_cache if o.startswith("paths.cache=")).split("=", 1)[1])
     root = tmp_path_factory.mktemp("damaged") / "digits"
@@ -46,7 +51,8 @@ def damaged(tiny_cache, tmp_path_factory) -> tuple[Path, set[str]]:
     urls[1].write_bytes(data[: len(data) // 2 + 100])
     lacking = next(iter(read_samples(str(urls[2]))))
     _drop_member(urls[2], f"{lacking}.0.jpg")
-    (garbled,) = garble_jpegs(urls[0], {next(iter(read_samples(str(urls[0]))))})
+    garbled = next(iter(read_samples(str(urls[0]))))
+    _drop_member(urls[0], f"{garbled}.0.jpg", replace=b"not a jpeg")
     return root, {str(urls[1]), f"{urls[2]}:{lacking}:0", f"{urls[0]}:{garbled}:0"}
 
 
