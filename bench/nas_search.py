@@ -69,7 +69,8 @@ def search(seed: int, scale: float, retrain: bool) -> dict:
         f"seed={seed}",
         f"nas.target.scale={scale}",
         f"nas.retrain={str(retrain).lower()}",
-        f"nas.retrain_overrides=[{','.join(RETRAIN)}]",
+        # quoted: an unquoted list element holding '=' is not Hydra override grammar
+        "nas.retrain_overrides=[" + ",".join(f"'{o}'" for o in RETRAIN) + "]",
         f"hydra.run.dir={out}",
         *_quick_overrides(),
     ]
