@@ -24,9 +24,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from common.images import BadImage, jpeg_round_trip
+from common.images import BadImage, center_view, jpeg_round_trip
 from data import urls
-from data.augment import ExtraVariant, Unit, Variant, center_view, make_variant, to_chw
+from data.augment import to_chw
 from data.extra import Selection, balance
 from data.labels import encode_soft_label
 from data.randaug import RandAugment
@@ -41,6 +41,7 @@ from data.shards import (
     write_shard,
 )
 from data.sources import Source
+from data.variants import ExtraVariant, Unit, Variant, make_variant
 from teachers import FrozenTeacher, soft_labels
 
 log = logging.getLogger(__name__)

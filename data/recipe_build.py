@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
 
 from common.images import BadImage, jpeg_round_trip
-from data.augment import ExtraVariant, Variant, _shuffled, to_chw
+from data.augment import to_chw
 from data.recipes import (
     CLASSES,
     VIEWS,
@@ -30,6 +30,7 @@ from data.recipes import (
 )
 from data.render import decode_source
 from data.sources import Item, Source
+from data.variants import ExtraVariant, Variant, shuffled_order
 
 
 @dataclass
@@ -70,7 +71,8 @@ def plan_groups(variant: Variant, source: Source, pack: int) -> list[Group]:
         if variant.selection is None:
             raise RuntimeError("the extra variant needs its class-balanced selection first")
         entries = [
-            variant.selection[p] for p in _shuffled(len(variant.selection), variant.seed * 1000)
+            variant.selection[p]
+            for p in shuffled_order(len(variant.selection), variant.seed * 1000)
         ]
         out = []
         for k in range(0, len(entries), size):
@@ -80,7 +82,7 @@ def plan_groups(variant: Variant, source: Source, pack: int) -> list[Group]:
             key = first if len(part) == 1 else f"{first}_g"
             out.append(Group(key, items, [c for _, _, c in part], [cls for _, cls, _ in part]))
         return out
-    order = [source.items[i] for i in _shuffled(len(source.items), variant.seed * 1000)]
+    order = [source.items[i] for i in shuffled_order(len(source.items), variant.seed * 1000)]
     chunks = [order[k : k + size] for k in range(0, len(order), size)]
     if len(chunks) > 1 and len(chunks[-1]) == 1 and variant.group > 1:  # no lone mixup image
         chunks[-2] += chunks.pop()
