@@ -18,6 +18,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from common.atomic import atomic_path
+
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.", "student.")
 _NESTED_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema")
 _UNUSED_SUFFIXES = ("num_batches_tracked",)
@@ -127,13 +129,9 @@ def save_safetensors_atomic(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=dict(metadata) if metadata else None)
         os.chmod(tmp, 0o666 & ~_umask())  # safetensors writes 0600, unlike any other output
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
