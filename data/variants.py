@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from common.images import BadImage, center_view
+from common.images import EVAL_CROP_PCT, BadImage, center_view
 from data.augment import random_resized_box, to_chw, to_hwc
 from data.randaug import RandAugment
 from data.render import BadRecipe, crop_resize, mix
@@ -291,7 +291,7 @@ class PlainVariant(Variant):
     kind = "plain"
 
     def plan(self, shapes, i, rng, nrng):
-        return {"crop_pct": float(self.cfg.get("crop_pct", 0.875))}
+        return {"crop_pct": float(self.cfg.get("crop_pct", EVAL_CROP_PCT))}
 
     def render(self, recipe, images, i):
         return to_hwc(center_view(to_chw(images[i]), self.size, recipe["crop_pct"]))
