@@ -34,7 +34,7 @@ from data.recipe_build import plan_groups, render_recipe_shard, view_codec
 from data.recipes import ViewCodec
 from data.set_identity import check_identity, set_identity
 from data.set_manifest import seal_set, shard_present
-from data.set_storage import storage_line
+from data.set_storage import storage_line, storage_mode
 from data.set_store import SetStore
 from data.shards import clean_partials, read_manifest, shard_name, write_shard
 from data.sources import Source
@@ -95,8 +95,7 @@ class SetBuilder:
         self.store = str(cfg.get("store", "pixels"))
         if self.store not in STORES:
             raise ValueError(f"build.store must be one of {STORES}, got {self.store!r}")
-        # plain sets (validation, raw images) have one fixed view each: always stored as pixels
-        self.recipe = self.store == "recipe" and variant.kind != "plain"
+        self.recipe = storage_mode(variant.kind, self.store) == "recipe"
         self.raw_size = int(variant.cfg.get("raw_size") or round(variant.size * 256 / 224))
 
     # -- identity and resume ------------------------------------------------------------------

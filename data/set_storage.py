@@ -1,5 +1,6 @@
-"""Storage accounting of a sealed set: bytes per view, per source image, and the pixel-set
-equivalent, from its shard records; recorded in the manifest and printed by the build summary."""
+"""How a set is stored: the mode a variant gets, and the accounting of a sealed set (bytes per
+view, per source image, and the pixel-set equivalent, from its shard records; recorded in the
+manifest and printed by the build summary)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,13 @@ import numpy as np
 
 from data.labels import encode_soft_label
 from data.recipes import ViewCodec, tar_bytes
+
+
+def storage_mode(kind: str, store: str) -> str:
+    """How a set of variant ``kind`` is stored under ``build.store`` (``pixels`` or
+    ``recipe``): plain sets (validation, raw images) have one fixed view each, so there is no
+    recipe to replay and they are always stored as pixels."""
+    return "pixels" if kind == "plain" else store
 
 
 def set_storage(records: list[dict], replicas: int, codec: ViewCodec | None) -> dict:
