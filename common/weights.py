@@ -12,6 +12,7 @@ import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -41,6 +42,16 @@ def _strip_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
     return out
 
 
+def checkpoint_format(path: str | Path) -> Literal["safetensors", "lightning", "pickle"]:
+    """How a weights file is read, told by its suffix: ``safetensors`` (a JSON header, then raw
+    tensors: nothing is unpickled, metadata readable alone), ``lightning`` (``.ckpt``: a Lightning
+    checkpoint, hyperparameters included) or ``pickle`` (``.pth``/``.pt``/``.bin``: torch.save)."""
+    suffix = Path(path).suffix
+    if suffix == ".safetensors":
+        return "safetensors"
+    return "lightning" if suffix == ".ckpt" else "pickle"
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read tensors from ``.safetensors`` or a ``.pth``/``.pt``/``.bin``/``.ckpt`` pickle.
 
@@ -52,7 +63,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        if path.suffix == ".safetensors":
+        if checkpoint_format(path) == "safetensors":
             return load_file(str(path))
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
