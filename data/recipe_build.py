@@ -20,11 +20,11 @@ from torchvision.transforms.v2 import functional as TF
 
 from common.images import BadImage, jpeg_round_trip
 from data.augment import to_chw
+from data.labels import encode_npy
 from data.recipes import (
     CLASSES,
     VIEWS,
     ViewCodec,
-    encode_npy,
     image_member,
     pixel_hash,
     sample_json,
