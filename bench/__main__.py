@@ -7,10 +7,10 @@ Options after one benchmark's name go to it: ``python -m bench feed --gpu-img-s 
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 
 from bench.common import RESULTS, machine
+from common.atomic import write_text
 
 ORDER = [
     "students",
@@ -45,9 +45,7 @@ def main(argv: list[str]) -> None:
     parts = [f"# Benchmark results\n\nMachine: {machine()}\n"]
     parts += [(RESULTS / f"{n}.md").read_text() for n in ORDER if (RESULTS / f"{n}.md").exists()]
     summary = RESULTS / "summary.md"
-    tmp = summary.with_name("summary.md.tmp")
-    tmp.write_text("\n".join(parts))
-    os.replace(tmp, summary)
+    write_text(summary, "\n".join(parts))
     print(f"wrote {summary}")
 
 

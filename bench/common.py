@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from common.atomic import write_text
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -66,10 +68,7 @@ def write_result(name: str, payload: dict, markdown: str, folder: Path = RESULTS
     folder.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "machine": machine(), **payload}
     for suffix, text in ((".json", json.dumps(payload, indent=2) + "\n"), (".md", markdown)):
-        path = folder / f"{name}{suffix}"
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_text(folder / f"{name}{suffix}", text)
     return folder / f"{name}.json"
 
 

@@ -28,7 +28,7 @@ from bench.common import interleaved_medians, quick, table, write_result
 from data.builder import build_sets
 from data.datamodule import DistillDataModule
 from data.labels import encode_soft_label
-from data.shards import read_manifest, write_json_atomic, write_shard
+from data.shards import read_manifest, write_set_json, write_shard
 from data.sources import DigitsSource
 from teachers import Preprocessing, build_model, create_teacher, save_teacher
 
@@ -73,7 +73,7 @@ def shards_of(files: list[tuple[Path, int]], set_dir: Path, per_shard: int) -> N
         ]
         rec = write_shard(set_dir, "bench", s // per_shard, samples, {"skipped": []})
         names[f"bench-{s // per_shard:06d}.tar"] = rec["samples"]
-    write_json_atomic(
+    write_set_json(
         set_dir / "manifest.json",
         {
             "name": "bench",

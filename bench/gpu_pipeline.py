@@ -59,7 +59,7 @@ def _natural_jpeg(args: tuple[int, int]) -> bytes:
 def make_set(root: Path, name: str, n: int, size: int, per_shard: int = 1000) -> Path:
     """A shard set of ``n`` JPEGs at ``size`` px with random 1000-class soft labels (cached)."""
     from data.labels import encode_soft_label
-    from data.shards import write_json_atomic, write_shard
+    from data.shards import write_set_json, write_shard
 
     set_dir = root / f"{name}_{size}_{n}"
     if (set_dir / "manifest.json").is_file():
@@ -84,7 +84,7 @@ def make_set(root: Path, name: str, n: int, size: int, per_shard: int = 1000) ->
                 )
             rec = write_shard(set_dir, name, s, samples, {"skipped": []})
             counts[f"{name}-{s:06d}.tar"] = rec["samples"]
-    write_json_atomic(
+    write_set_json(
         set_dir / "manifest.json",
         {
             "name": name,

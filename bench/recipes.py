@@ -37,8 +37,9 @@ from bench.common import quick, table, write_result
 from bench.data import make_jpegs
 from data.builder import build_sets
 from data.datamodule import DistillDataModule
+from data.labels import encode_npy
 from data.randaug import RandAugment
-from data.recipes import Replayer, ViewCodec, encode_npy, pixel_hash, tar_bytes, view_digest
+from data.recipes import Replayer, ViewCodec, pixel_hash, tar_bytes, view_digest
 from data.render import crop_resize, decode_source, mix
 from data.shards import read_manifest
 from data.sources import DigitsSource, ImageFolderSource

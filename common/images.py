@@ -19,6 +19,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as TF
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm")
+# The eval crop: the centre 87.5% of the short side (224 of 256), timm's and torchvision's
+# default for ImageNet evaluation; the stored validation views and the teachers' own use it.
+EVAL_CROP_PCT = 0.875
 MAX_PIXELS = 100_000_000  # refuse decompression bombs; PIL's own warning starts at 89M
 
 
@@ -127,7 +130,7 @@ def decode_jpeg(data: bytes) -> torch.Tensor:
 def center_view(img: torch.Tensor, size: int, crop_pct: float) -> torch.Tensor:
     """Resize the short side to size / crop_pct, then centre crop ``size`` (evaluation view).
 
-    The one eval crop: shard builds (data/augment.py ``plain``) and teacher validation
+    The one eval crop: shard builds (data/variants.py ``plain``) and teacher validation
     (teachers/train.py) both use it.
     """
     img = TF.resize(img, [max(size, math.floor(size / crop_pct))], antialias=True)

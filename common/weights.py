@@ -12,11 +12,14 @@ import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from common.atomic import atomic_path
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.", "student.")
 _NESTED_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema")
@@ -39,6 +42,16 @@ def _strip_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
     return out
 
 
+def checkpoint_format(path: str | Path) -> Literal["safetensors", "lightning", "pickle"]:
+    """How a weights file is read, told by its suffix: ``safetensors`` (a JSON header, then raw
+    tensors: nothing is unpickled, metadata readable alone), ``lightning`` (``.ckpt``: a Lightning
+    checkpoint, hyperparameters included) or ``pickle`` (``.pth``/``.pt``/``.bin``: torch.save)."""
+    suffix = Path(path).suffix
+    if suffix == ".safetensors":
+        return "safetensors"
+    return "lightning" if suffix == ".ckpt" else "pickle"
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read tensors from ``.safetensors`` or a ``.pth``/``.pt``/``.bin``/``.ckpt`` pickle.
 
@@ -50,7 +63,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        if path.suffix == ".safetensors":
+        if checkpoint_format(path) == "safetensors":
             return load_file(str(path))
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -127,13 +140,9 @@ def save_safetensors_atomic(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=dict(metadata) if metadata else None)
         os.chmod(tmp, 0o666 & ~_umask())  # safetensors writes 0600, unlike any other output
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

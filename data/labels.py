@@ -15,6 +15,14 @@ import torch
 TOPK_DTYPE = np.dtype([("cls", "<i4"), ("prob", "<f2")])
 
 
+def encode_npy(arr: np.ndarray) -> bytes:
+    """``.npy`` bytes of ``arr``, never a pickle: what every array member of a shard holds
+    (soft labels, recipe view records and classes), read back by ``load_npy``."""
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
 def encode_soft_label(probs: np.ndarray, indices: np.ndarray | None = None) -> bytes:
     """``.npy`` bytes for full fp16 probabilities, or top-k records when ``indices`` is given."""
     if indices is None:
@@ -22,9 +30,24 @@ def encode_soft_label(probs: np.ndarray, indices: np.ndarray | None = None) -> b
     else:
         arr = np.empty(len(indices), dtype=TOPK_DTYPE)
         arr["cls"], arr["prob"] = indices, probs
-    buf = io.BytesIO()
-    np.save(buf, arr, allow_pickle=False)
-    return buf.getvalue()
+    return encode_npy(arr)
+
+
+def densify_topk(
+    cls: np.ndarray, probs: np.ndarray, num_classes: int, renormalize: bool = True
+) -> torch.Tensor:
+    """Dense fp32 probabilities [num_classes] from top-k (class, probability) pairs, the one
+    rule for pixel and recipe sets alike: the other classes get 0 and, by default, the kept mass
+    is renormalised to sum to 1 (the dropped tail is not spread over the other classes).
+    ``ValueError`` for a class outside [0, num_classes)."""
+    out = torch.zeros(num_classes, dtype=torch.float32)
+    idx = torch.from_numpy(np.asarray(cls).astype(np.int64))
+    if idx.numel() and (idx.max() >= num_classes or idx.min() < 0):
+        raise ValueError(f"soft label has class {int(idx.max())} outside [0, {num_classes})")
+    out[idx] = torch.from_numpy(np.asarray(probs).astype(np.float32))
+    if renormalize and out.sum() > 0:
+        out /= out.sum()
+    return out
 
 
 _HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...], int]] = {}
@@ -55,14 +78,7 @@ def decode_soft_label(data: bytes, num_classes: int, renormalize_topk: bool = Tr
     """
     arr = load_npy(data)
     if arr.dtype == TOPK_DTYPE:
-        out = torch.zeros(num_classes, dtype=torch.float32)
-        cls = torch.from_numpy(arr["cls"].astype(np.int64))
-        if cls.numel() and (cls.max() >= num_classes or cls.min() < 0):
-            raise ValueError(f"soft label has class {int(cls.max())} outside [0, {num_classes})")
-        out[cls] = torch.from_numpy(arr["prob"].astype(np.float32))
-        if renormalize_topk and out.sum() > 0:
-            out /= out.sum()
-        return out
+        return densify_topk(arr["cls"], arr["prob"], num_classes, renormalize_topk)
     if arr.shape != (num_classes,):
         raise ValueError(f"soft label has shape {arr.shape}, expected ({num_classes},)")
     return torch.from_numpy(arr.astype(np.float32))

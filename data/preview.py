@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 from common.images import decode_jpeg_hwc
 from data import remote, urls
 from data.labels import decode_soft_label
-from data.recipes import Replayer, group_size
+from data.recipes import Replayer, group_size, set_replayer
 from data.shards import read_manifest
 from data.stream import shard_samples
 
@@ -35,8 +35,7 @@ def stored_views(manifest, skipped: list[tuple[str, str]] | None = None):
     that cannot be shown are left out, with a warning, and added to ``skipped`` as (where, why).
     """
     skipped = [] if skipped is None else skipped
-    recipe = manifest.data.get("recipe")
-    replay = Replayer(recipe, manifest.num_classes) if recipe else None
+    replay = set_replayer(manifest)
     for url in manifest.urls():
         for parts in shard_samples(url):
             if "__bad__" in parts:

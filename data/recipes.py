@@ -25,20 +25,23 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import io
 import json
 import random
 from dataclasses import asdict, dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import xxhash
 
-from data.augment import Variant, make_variant
-from data.labels import load_npy
+from data.labels import densify_topk, load_npy
 from data.randaug import RandAugment
 from data.render import BadRecipe, decode_source
+from data.variants import Variant, make_variant
+
+if TYPE_CHECKING:
+    from data.shards import Manifest
 
 # 2: one uint8 HWC renderer (OpenCV resize, integer RandAugment kernels, fixed-point mix), a
 # digest over pixels, record and class, samples of ``pack`` images
@@ -177,24 +180,13 @@ class ViewCodec:
     def soft_label(self, row: np.void) -> torch.Tensor:
         """The stored label as dense fp32 probabilities (top-k renormalised, as in pixel sets)."""
         if self.label == "topk":
-            cls = row["cls"].astype(np.intp)
-            if cls.max() >= self.num_classes:
-                raise BadRecipe(f"label names class {int(cls.max())} of {self.num_classes}")
-            out = np.zeros(self.num_classes, dtype=np.float32)
-            out[cls] = row["prob"]
-            total = out.sum()
-            if total > 0:
-                out /= total
-            return torch.from_numpy(out)
+            try:
+                return densify_topk(row["cls"], row["prob"], self.num_classes)
+            except ValueError as e:
+                raise BadRecipe(str(e)) from None
         if self.label == "full":
             return torch.from_numpy(row["prob"].astype(np.float32))
         raise BadRecipe("the set has no teacher labels")
-
-
-def encode_npy(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, arr, allow_pickle=False)
-    return buf.getvalue()
 
 
 def tar_bytes(n: int) -> int:
@@ -348,3 +340,10 @@ def random_views(
 
 def sample_json(keys: list[str], refs: list[str], extra: dict | None = None) -> bytes:
     return json.dumps({"keys": keys, "refs": refs, **(extra or {})}).encode()
+
+
+def set_replayer(manifest: Manifest, check_digest: bool = True) -> Replayer | None:
+    """How a set's views are read back: a recipe set (its manifest records a ``recipe``) renders
+    each view again with a ``Replayer``; a pixel set stores every view whole and gets None."""
+    spec = manifest.data.get("recipe")
+    return Replayer(spec, manifest.num_classes, check_digest) if spec else None

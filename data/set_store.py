@@ -84,10 +84,10 @@ class SetStore:
             return None
 
     def write_json(self, name: str, obj) -> None:
-        from data.shards import write_json_atomic
+        from data.shards import write_set_json
 
         self.check_lock()
-        write_json_atomic(self.file(name), obj)
+        write_set_json(self.file(name), obj)
 
     def clear(self) -> None:
         """Delete every file of the set (``overwrite=true``), the lock excepted."""

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import webdataset as wds
 
+from common import atomic
 from data import remote, urls
 
 
@@ -63,15 +64,14 @@ def _writer_alive(tmp: Path) -> bool:
     return int(pid) != os.getpid()
 
 
-def write_json_atomic(path: str | Path, obj) -> None:
+def write_set_json(path: str | Path, obj) -> None:
+    """A set's json file (build.json, a shard record, the manifest), local or remote: written
+    whole either way, locally under a ``temp_path`` name that ``clean_partials`` understands."""
     text = json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n"
     if urls.is_remote(path):
         remote.put_bytes(str(path), text.encode())
         return
-    path = Path(path)
-    tmp = temp_path(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic.write_text(path, text, temp_path(Path(path)))
 
 
 def shard_name(set_name: str, index: int) -> str:
@@ -96,19 +96,18 @@ def write_shard(
 ) -> dict:
     """Write one shard atomically; ``record`` gets ``samples`` (the count) and is returned."""
     final = set_dir / shard_name(set_name, index)
-    tmp = temp_path(final)
     count = 0
-    with open(tmp, "wb") as stream:
-        # An integer mtime: identical rebuilds, and no per-member PAX header (a float adds one,
-        # doubling the headers a reader must parse).
-        writer = wds.TarWriter(stream, mtime=0)
-        for sample in samples:
-            writer.write(sample)
-            count += 1
-        writer.close()
-    record = {**record, "samples": count, "bytes": tmp.stat().st_size}
-    write_json_atomic(final.with_suffix(".json"), record)
-    os.replace(tmp, final)
+    with atomic.atomic_path(final, temp_path(final)) as tmp:
+        with open(tmp, "wb") as stream:
+            # An integer mtime: identical rebuilds, and no per-member PAX header (a float adds
+            # one, doubling the headers a reader must parse).
+            writer = wds.TarWriter(stream, mtime=0)
+            for sample in samples:
+                writer.write(sample)
+                count += 1
+            writer.close()
+        record = {**record, "samples": count, "bytes": tmp.stat().st_size}
+        write_set_json(final.with_suffix(".json"), record)  # the record first, then the tar
     return record
 
 

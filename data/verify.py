@@ -25,10 +25,10 @@ from data import remote, urls
 from data.labels import decode_soft_label
 from data.recipes import (
     BadRecipe,
-    Replayer,
     group_size,
     pixel_hash,
     random_views,
+    set_replayer,
     version_drift,
     view_digest,
 )
@@ -72,8 +72,7 @@ def _picked(m, n: int, seed: int) -> dict[str, list[tuple[int, float, float]]]:
 
 def rendered_views(m, n: int, seed: int, progress: bool = True):
     """(views uint8 [N, 3, H, W], stored labels [N, C], digest checks passed, failures)."""
-    recipe = m.data.get("recipe")
-    replay = Replayer(recipe, m.num_classes, check_digest=False) if recipe else None
+    replay = set_replayer(m, check_digest=False)
     views, labels, exact, failed = [], [], [], []
     desc = f"{urls.name(m.set_dir)}: re-rendering"
     bar = tqdm(total=n, desc=desc, unit="view", disable=not progress)

@@ -304,11 +304,12 @@ def _check_storage(c: dict, root: str, built: list[str]) -> None:
     """Built sets must be stored the way ``build.store`` says (a changed default must not leave
     a run silently training on the old pixel views), and recipe sets in this loader's format."""
     from data.recipes import RECIPE_VERSION
+    from data.set_storage import storage_mode
 
     wrong, stale = [], []
     for name in built:
         variant = (c.get("variants") or {}).get(name) or {}
-        want = "pixels" if variant.get("kind", "plain") == "plain" else c["build"]["store"]
+        want = storage_mode(variant.get("kind", "plain"), c["build"]["store"])
         manifest = remote.read_json(urls.join(root, name, "manifest.json"))
         have = (manifest.get("storage") or {}).get("mode", "pixels")
         if have != want:

@@ -12,7 +12,6 @@ removes the temporary file and keeps the previous checkpoint.
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -21,6 +20,7 @@ import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from common.atomic import atomic_path
 from distill.preemption import stopped_by_sigterm
 
 log = logging.getLogger(__name__)
@@ -53,14 +53,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or "://" in str(path):  # remote: Lightning's writer
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
+        try:  # a fixed temporary name: a killed save leaves one file, the next save replaces it
+            with atomic_path(path, path.with_name(path.name + ".tmp")) as tmp, open(tmp, "wb") as f:
                 torch.save(checkpoint, f)
-            os.replace(tmp, path)
         except OSError as e:
-            tmp.unlink(missing_ok=True)
             kept = f"; the previous {path.name} is kept" if path.is_file() else ""
             raise CheckpointWriteError(
                 f"could not write checkpoint {path}: {e.strerror or e}{kept}"

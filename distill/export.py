@@ -155,11 +155,12 @@ def runtimes_for_run(
         src.model, src.meta, out_dir, runtimes, int8, val, cal, threads=threads, runs=runs
     )
     if qat_steps:
+        from common.atomic import write_json
         from distill.qat import qat_rows
-        from distill.runtime_table import TABLE, format_table, write_json_atomic
+        from distill.runtime_table import TABLE, format_table
 
         rows += qat_rows(src, data, Path(out_dir), val, qat_steps, qat_lr, threads, runs)
-        write_json_atomic(Path(out_dir) / TABLE, rows)
+        write_json(Path(out_dir) / TABLE, rows)
         print(format_table(rows))
     return rows
 

@@ -9,12 +9,13 @@ are about to be written again) and appends.
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+from common.atomic import atomic_path
 
 
 def keep_rows_until(path: Path, step: int) -> list[str]:
@@ -23,12 +24,10 @@ def keep_rows_until(path: Path, step: int) -> list[str]:
         reader = csv.DictReader(f)
         columns = list(reader.fieldnames or [])
         rows = [r for r in reader if not r.get("step") or int(float(r["step"])) <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
     return columns
 
 

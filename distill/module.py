@@ -26,7 +26,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 import students
-from common.norm import IMAGENET_MEAN, IMAGENET_STD
+from common.norm import IMAGENET_MEAN, IMAGENET_STD, normalize, to_unit
 from common.schedule import warmup_cosine
 from data.augment import extreme_mixup
 from data.batch_decode import decode_batch
@@ -223,11 +223,11 @@ class DistillModule(L.LightningModule):
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         """uint8 images -> [0, 1] floats (``view``) -> normalised student input (``image``)."""
-        view = batch["image"].float().div_(255)
+        view = to_unit(batch["image"])
         if self.training and self.mode == "online":
             view, batch["mix_weight"] = extreme_mixup(view, self.loss_cfg.mixup_alpha)
         batch["view"] = view
-        x = (view - self.mean) / self.std
+        x = normalize(view, self.mean, self.std)
         if self.student.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         batch["image"] = x

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.norm import normalized_input
 from distill.losses import kd_loss, soften
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,6 @@ def qat_distill(
     if steps < 1:
         raise ValueError(f"QAT needs at least one step, got steps={steps}")
     prepared = prepare_qat(model, resolution)
-    norm = _normaliser(mean, std)
     params = [p for p in prepared.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     bn_step, obs_step = int(steps * freeze_bn), int(steps * freeze_observers)
@@ -73,7 +73,7 @@ def qat_distill(
             freeze_bn_stats(prepared)
         if step == obs_step:
             prepared.apply(disable_observer)
-        logits = prepared(norm(_images(batch)))
+        logits = prepared(normalized_input(_images(batch), mean, std).contiguous())
         loss = kd_loss("kl", logits, _teacher(batch, temperature), temperature)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -136,19 +136,6 @@ def freeze_bn_stats(prepared: torch.fx.GraphModule) -> None:
             changed = True
     if changed:
         prepared.recompile()
-
-
-def _normaliser(mean: Sequence[float], std: Sequence[float]):
-    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-
-    def norm(images: torch.Tensor) -> torch.Tensor:
-        x = images.float()
-        if images.dtype == torch.uint8:
-            x = x / 255
-        return ((x - m) / s).contiguous()
-
-    return norm
 
 
 def _images(batch: dict) -> torch.Tensor:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.atomic import write_text
 from data.shards import ManifestError
 from distill.report_data import (
     NotARunError,
@@ -127,9 +128,7 @@ def write_report(
     headline = _headline(results, p, cal_t, cal_s)
     page = _html(results, headline, paths, p, stats, time.perf_counter() - start)
     out = run_dir / "report.html"
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
+    write_text(out, page)
     if use_wandb:
         _to_wandb(c, run_dir, results, headline, paths, p, stats)
     return out

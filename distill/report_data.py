@@ -108,30 +108,23 @@ class Predictions:
 def load_student(results: dict, num_classes: int) -> tuple[torch.nn.Module, dict]:
     """The exported student (CPU, eval) and its normalisation; the last checkpoint's student when
     the run exported nothing."""
-    import students
-    from students.weights import read_export_meta
+    from distill.run_student import student_from_checkpoint, student_from_export
 
     path = (results.get("exports") or {}).get("safetensors")
     if path and Path(path).is_file():
-        meta = read_export_meta(path)
-        model = students.create_model(checkpoint=path)
+        model, meta = student_from_export(path)
         info = {"weights": results["exports"].get("exported", "raw"), "source": str(path)}
         if meta is not None:
             info.update(mean=meta.mean, std=meta.std)
-        return model.eval(), info
+        return model, info
     ckpt = results.get("last_checkpoint")
     if not ckpt or not Path(ckpt).is_file():
         raise FileNotFoundError("the run has neither an exported student nor a last checkpoint")
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    model = students.create_model(results["student"], num_classes=num_classes)
-    student = {k[len("student.") :]: v for k, v in state.items() if k.startswith("student.")}
-    model.load_state_dict(student)
+    model, mean, std = student_from_checkpoint(ckpt, results["student"], num_classes)
     info = {"weights": "last checkpoint", "source": str(ckpt)}
-    if "mean" in state and "std" in state:
-        info.update(
-            mean=tuple(state["mean"].flatten().tolist()), std=tuple(state["std"].flatten().tolist())
-        )
-    return model.eval(), info
+    if mean is not None:
+        info.update(mean=mean, std=std)
+    return model, info
 
 
 @torch.no_grad()
@@ -143,15 +136,14 @@ def predict(
     keep_worst: int = 16,
 ) -> Predictions:
     """Run the student over the validation shards (manifest order) on CPU."""
-    from common.norm import IMAGENET_MEAN, IMAGENET_STD
+    from common.norm import IMAGENET_MEAN, IMAGENET_STD, normalized_input
     from data.shards import read_manifest
     from data.stream import val_pipeline
 
     m = read_manifest(val_dir)
     need_soft = bool(m.data.get("labels"))
     model, info = load_student(results, m.num_classes)
-    mean = torch.tensor(info.get("mean", IMAGENET_MEAN)).view(1, 3, 1, 1)
-    std = torch.tensor(info.get("std", IMAGENET_STD)).view(1, 3, 1, 1)
+    mean, std = info.get("mean", IMAGENET_MEAN), info.get("std", IMAGENET_STD)
     labels, s_probs, t_probs, kls, worst = [], [], [], [], []
     urls = m.urls()
     counts = [m.shard_counts[Path(u).name] for u in urls]
@@ -163,7 +155,7 @@ def predict(
             if n <= 0:
                 break
         images = batch["image"][:n]
-        x = ((images.float() / 255 - mean) / std).contiguous(memory_format=torch.channels_last)
+        x = normalized_input(images, mean, std).contiguous(memory_format=torch.channels_last)
         log_p = F.log_softmax(model(x).float(), dim=-1)
         s_probs.append(log_p.exp().numpy())
         start = len(labels)

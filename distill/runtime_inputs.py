@@ -19,7 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.norm import normalize, to_unit
+from common.weights import checkpoint_format
 from data import urls
+from distill.run_student import student_from_checkpoint, student_from_export
 from students.weights import ExportMeta, mean_std_tuple
 
 
@@ -135,9 +138,10 @@ def load_source(file: Path, data: RunData, student: str | None = None) -> Source
                 f"{file} holds {held} weights but {who} is {expected}: pass a checkpoint of "
                 f"{expected}, or the run that trained {held}"
             )
-    if file.suffix == ".safetensors":
+    fmt = checkpoint_format(file)
+    if fmt == "safetensors":
         return _from_export(file)
-    if file.suffix == ".ckpt":
+    if fmt == "lightning":
         return _from_ckpt(file, data)
     raise ExportUsageError(f"{file}: expected a run directory, a .safetensors export or a .ckpt")
 
@@ -146,10 +150,10 @@ def _student_in(file: Path) -> str | None:
     from students.weights import read_export_meta
 
     try:
-        if file.suffix == ".safetensors":
+        if checkpoint_format(file) == "safetensors":
             meta = read_export_meta(file)
             return meta.student if meta is not None else None
-        if file.suffix == ".ckpt":
+        if checkpoint_format(file) == "lightning":
             ckpt = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
             return ((ckpt or {}).get("hyper_parameters") or {}).get("student")
     except Exception as e:
@@ -161,35 +165,33 @@ def _student_in(file: Path) -> str | None:
 
 
 def _from_export(file: Path) -> Source:
-    import students
     from students.weights import read_export_meta
 
-    meta = read_export_meta(file)
-    if meta is None:
+    if read_export_meta(file) is None:  # before building the model: a foreign file says so
         raise ExportUsageError(
             f"{file} has no export metadata (classes, mean/std, input size): pass the "
             "run's export/<student>.safetensors or its run directory"
         )
-    return Source(students.create_model(checkpoint=file).eval(), meta, file)
+    model, meta = student_from_export(file)
+    return Source(model, meta, file)
 
 
 def _from_ckpt(file: Path, data: RunData) -> Source:
-    """The raw student of a training checkpoint (``report_data.load_student`` reads it)."""
+    """The raw student of a training checkpoint."""
     from data.shards import read_manifest
-    from distill.report_data import load_student
 
     m = read_manifest(data.val_dir)
     name = data.student or _student_in(file)
-    model, info = load_student({"last_checkpoint": str(file), "student": name}, m.num_classes)
-    if data.image_size is None or "mean" not in info:
+    model, mean, std = student_from_checkpoint(file, name, m.num_classes)
+    if data.image_size is None or mean is None:
         raise ExportUsageError(f"{file}: the run's image size or normalisation is unknown")
     meta = ExportMeta(
         student=name,
         num_classes=m.num_classes,
         resolution=int(data.image_size),
         weights="raw",
-        mean=mean_std_tuple(info["mean"]),
-        std=mean_std_tuple(info["std"]),
+        mean=mean_std_tuple(mean),
+        std=mean_std_tuple(std),
         classes=tuple(m.classes) if m.classes else None,
         source=str(file),
     )
@@ -198,13 +200,11 @@ def _from_ckpt(file: Path, data: RunData) -> Source:
 
 def _normalise(images: torch.Tensor, meta: ExportMeta) -> torch.Tensor:
     """uint8 [N, 3, H, W] -> float32 normalised at the export resolution (resized if needed)."""
-    x = images.float() / 255
+    x = to_unit(images)
     if x.shape[-2:] != (meta.resolution, meta.resolution):
         size = (meta.resolution, meta.resolution)
         x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-    mean = torch.tensor(meta.mean).view(1, 3, 1, 1)
-    std = torch.tensor(meta.std).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous()
+    return normalize(x, meta.mean, meta.std).contiguous()
 
 
 def val_views(

@@ -11,7 +11,6 @@ staging folder a killed one left.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.atomic import write_json
 from students.runtimes import get_runtime
 from students.runtimes.base import Predict, export_copy
 from students.weights import ExportMeta
@@ -93,12 +93,6 @@ def measure(
             }
         )
     return rows
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def remove_dead_stages(out_dir: Path) -> None:
@@ -178,7 +172,7 @@ def export_runtimes(
                     echo(f"  {adapter.name} {precision}: {name} measured")
         for item in sorted(stage.iterdir()):
             os.replace(item, out_dir / item.name)
-        write_json_atomic(out_dir / TABLE, rows)
+        write_json(out_dir / TABLE, rows)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     if echo is not None:

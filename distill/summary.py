@@ -22,9 +22,8 @@ def teacher_top1(root: str | Path, val_set: str) -> dict:
     """
     from data import urls
     from data.labels import decode_soft_label
-    from data.remote import open_read
     from data.shards import read_manifest
-    from data.tario import samples
+    from data.stream import shard_samples
 
     m = read_manifest(urls.join(root, val_set))
     result: dict = {"top1": None, "samples": 0, "skipped": []}
@@ -33,13 +32,17 @@ def teacher_top1(root: str | Path, val_set: str) -> dict:
     right = total = 0
     for url in m.urls():
         try:
-            with open_read(url) as stream:
-                for p in samples(stream, url):
-                    if "cls" in p and "soft.npy" in p:
-                        pred = int(decode_soft_label(p["soft.npy"], m.num_classes).argmax())
-                        right += pred == int(p["cls"])
-                        total += 1
-        except Exception as e:  # a damaged shard: count what was read, name the shard
+            for p in shard_samples(url):
+                if "__bad__" in p:  # a damaged shard: count what was read, name the shard
+                    result["skipped"].append((str(url), p["__bad__"][1]))
+                    log.warning(
+                        "teacher top-1: could not read all of %s (%s)", url, p["__bad__"][1]
+                    )
+                elif "cls" in p and "soft.npy" in p:
+                    pred = int(decode_soft_label(p["soft.npy"], m.num_classes).argmax())
+                    right += pred == int(p["cls"])
+                    total += 1
+        except Exception as e:  # a server gone, a bad label: count what was read, name the shard
             result["skipped"].append((str(url), f"{type(e).__name__}: {str(e)[:200]}"))
             log.warning("teacher top-1: could not read all of %s (%s)", url, e)
     result["samples"] = total

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.atomic import write_json
 from students.mnv4 import MobileNetV4, build_block, row_out
 from students.runtimes import MissingRuntime, get_runtime
 from students.specs import ConvBnActRow, ModelSpec, Row
@@ -359,12 +360,7 @@ class LatencyTable:
             "blocks": dict(sorted(self.blocks.items())),
             "constants": self.constants,
         }
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, self.path)
+        write_json(self.path, data, indent=1)
 
     def measure_blocks(self, keys: Iterable[BlockKey]) -> int:
         """Measure the keys not in the table yet, in one round-robin (pass every block a search

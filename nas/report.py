@@ -13,13 +13,14 @@ import base64
 import csv
 import html
 import json
-import os
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from common.atomic import atomic_path, write_text  # noqa: E402
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -87,10 +88,9 @@ def write_report(out: Path, summary: dict) -> Path:
     bx.set_title("controller, one line per decision")
     fig.tight_layout()
     png = out / "report.png"
-    tmp = png.with_name(".report.png.tmp")
-    fig.savefig(tmp, dpi=110, format="png")
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, png)
     data = base64.b64encode(png.read_bytes()).decode()
     page = (
         "<!doctype html><meta charset='utf-8'><title>search report</title>"
@@ -99,7 +99,5 @@ def write_report(out: Path, summary: dict) -> Path:
         f"<pre>{html.escape(json.dumps(summary, indent=2))}</pre>"
     )
     page_path = out / "report.html"
-    tmp = page_path.with_name(".report.html.tmp")
-    tmp.write_text(page)
-    os.replace(tmp, page_path)
+    write_text(page_path, page)
     return page_path

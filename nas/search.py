@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import random
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from timm.optim import param_groups_weight_decay
 
+from common.atomic import atomic_path
 from common.norm import IMAGENET_MEAN, IMAGENET_STD
 from common.schedule import warmup_cosine
 from distill.config import LossConfig
@@ -217,10 +217,8 @@ def _checkpoint_paths(out: Path, name: str, rank: int) -> tuple[Path, Path]:
 
 
 def _save(path: Path, state: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: Path) -> dict:

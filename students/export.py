@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.atomic import atomic_path
 from common.weights import save_safetensors_atomic
 from students.weights import EXPORT_KEY, ExportMeta
 
@@ -176,8 +176,7 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = _strings(metadata)
     clone = cpu_eval_copy(model)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_path(path) as tmp:
         checked = None
         if dynamic_hw:
             try:
@@ -195,9 +194,6 @@ def export_onnx(
         dynamic = checked is not None
         if checked is None:
             checked = _export_checked(clone, tmp, resolution, batch, atol, meta, False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     main = checked[f"{resolution}x{resolution}"]
     return OnnxExport(path, main, dynamic, checked)
 

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from common.atomic import write_text
 from students.layers import ACTIVATIONS
 from students.specs import ConvBnActRow, FusedIBRow, ModelSpec, MQARow, Row, UIBRow
 
@@ -236,15 +236,7 @@ def save_spec_file(spec: ModelSpec, path: str | os.PathLike, header: str = "") -
                 block, sort_keys=False, default_flow_style=True, width=1000, allow_unicode=True
             )
             lines.append(f"    - {flow.strip()}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_text(path, "\n".join(lines) + "\n")
     spec_from_dict(
         yaml.safe_load(path.read_text(encoding="utf-8")), str(path)
     )  # what was written reads back

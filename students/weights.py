@@ -20,6 +20,7 @@ from torch import nn
 
 from common.weights import (
     CheckpointError,
+    checkpoint_format,
     load_state_dict_strict,
     read_state_dict,
     safetensors_metadata,
@@ -161,7 +162,7 @@ def read_export_meta(path: str | Path) -> ExportMeta | None:
     ``export_format`` key and give ``None``; so do ``.pth`` files, which carry no metadata.
     """
     path = Path(path)
-    if path.suffix != ".safetensors":
+    if checkpoint_format(path) != "safetensors":
         return None
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")

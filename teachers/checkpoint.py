@@ -10,7 +10,12 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from common.weights import CheckpointError, safetensors_metadata, save_safetensors_atomic
+from common.weights import (
+    CheckpointError,
+    checkpoint_format,
+    safetensors_metadata,
+    save_safetensors_atomic,
+)
 from teachers.preprocess import Preprocessing
 from teachers.zoo import BuiltModel
 
@@ -36,7 +41,7 @@ def save_teacher(
 def is_teacher_checkpoint(path: str | Path) -> bool:
     """Whether ``path`` is a ``.safetensors`` teacher checkpoint written by ``save_teacher``."""
     path = Path(path)
-    if path.suffix != ".safetensors" or not path.is_file():
+    if checkpoint_format(path) != "safetensors" or not path.is_file():
         return False
     try:
         return safetensors_metadata(path).get("format") == FORMAT
@@ -49,7 +54,7 @@ def read_teacher_metadata(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"teacher checkpoint not found: {path}")
-    if path.suffix != ".safetensors":
+    if checkpoint_format(path) != "safetensors":
         raise CheckpointError(
             f"{path} is not a teacher checkpoint written by this project (.safetensors with "
             "teacher metadata); for other weights pass a spec and the file, e.g. "

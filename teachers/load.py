@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from common.weights import load_state_dict_strict, read_state_dict
+from common.weights import checkpoint_format, load_state_dict_strict, read_state_dict
 from teachers.checkpoint import read_teacher_metadata
 from teachers.frozen import FrozenTeacher, TeacherInfo
 from teachers.zoo import SCHEMES, BuiltModel, build_model, parse_spec
@@ -27,7 +27,7 @@ def load_member(
     spec_str = str(spec)
     if _is_spec(spec_str):
         return spec_str, build_model(spec_str, num_classes, checkpoint, pretrained), {}
-    if not Path(spec_str).exists() and Path(spec_str).suffix != ".safetensors":
+    if not Path(spec_str).exists() and checkpoint_format(spec_str) != "safetensors":
         parse_spec(spec_str)  # neither a spec nor a checkpoint: raises the spec-format error
     if checkpoint is not None:
         raise ValueError(

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.norm import IMAGENET_MEAN, IMAGENET_STD
+from common.images import EVAL_CROP_PCT
+from common.norm import IMAGENET_MEAN, IMAGENET_STD, normalize, to_unit
 
 _INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 
@@ -27,7 +28,7 @@ class Preprocessing:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bicubic"
-    crop_pct: float = 0.875
+    crop_pct: float = EVAL_CROP_PCT
 
     def __post_init__(self) -> None:
         if self.interpolation not in _INTERPOLATIONS:
@@ -47,7 +48,7 @@ class Preprocessing:
             mean=tuple(d["mean"]),
             std=tuple(d["std"]),
             interpolation=d.get("interpolation", "bicubic"),
-            crop_pct=float(d.get("crop_pct", 0.875)),
+            crop_pct=float(d.get("crop_pct", EVAL_CROP_PCT)),
         )
 
     @classmethod
@@ -62,7 +63,7 @@ class Preprocessing:
             mean=tuple(float(v) for v in cfg["mean"]),
             std=tuple(float(v) for v in cfg["std"]),
             interpolation=interpolation if interpolation in _INTERPOLATIONS else "bicubic",
-            crop_pct=float(cfg.get("crop_pct", 0.875)),
+            crop_pct=float(cfg.get("crop_pct", EVAL_CROP_PCT)),
         )
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -74,7 +75,7 @@ def to_model_input(images: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
     """Resize a batch of crops to ``prep.input_size`` and normalise with ``prep``'s mean/std."""
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected RGB images [B, 3, H, W], got shape {tuple(images.shape)}")
-    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    x = to_unit(images)
     if x.shape[-2:] != (prep.input_size, prep.input_size):
         antialias = prep.interpolation != "nearest" and x.shape[-1] > prep.input_size
         x = F.interpolate(
@@ -84,9 +85,7 @@ def to_model_input(images: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
             align_corners=False if prep.interpolation != "nearest" else None,
             antialias=antialias,
         )
-    mean = torch.tensor(prep.mean, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(prep.std, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return normalize(x, prep.mean, prep.std)
 
 
 def from_normalized(x: torch.Tensor, mean, std) -> torch.Tensor:

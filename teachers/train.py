@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
 
-from common.images import center_view
+from common.images import EVAL_CROP_PCT, center_view
 from common.schedule import warmup_cosine
 from teachers.checkpoint import save_teacher
 from teachers.evaluate import evaluate
@@ -47,7 +47,7 @@ class TeacherRecipe:
     cutmix_alpha: float = 1.0
     mix_prob: float = 0.5
     hflip: bool = True
-    crop_pct: float = 0.875
+    crop_pct: float = EVAL_CROP_PCT
     seed: int = 0
     num_workers: int = 0
     accelerator: str = "auto"

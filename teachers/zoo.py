@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 import students
+from common.images import EVAL_CROP_PCT
 from common.norm import IMAGENET_MEAN, IMAGENET_STD
 from common.weights import (
     load_state_dict_strict,
@@ -172,7 +173,7 @@ def _build_torchvision(name: str, spec: str, num_classes, checkpoint, pretrained
     if state is not None:
         load_state_dict_strict(model, state, str(checkpoint), spec)
     n = num_classes or 1000
-    prep = Preprocessing(input_size=224, interpolation="bilinear", crop_pct=0.875)
+    prep = Preprocessing(input_size=224, interpolation="bilinear", crop_pct=EVAL_CROP_PCT)
     classes = None
     if weights is not None:
         t = weights.transforms()

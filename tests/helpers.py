@@ -58,7 +58,7 @@ def write_set(
     from common.digits import load_digits_images
     from common.images import jpeg_round_trip
     from data.labels import encode_soft_label
-    from data.shards import shard_name, write_json_atomic, write_shard
+    from data.shards import shard_name, write_set_json, write_shard
 
     images, labels = load_digits_images(size)
     set_dir = root / name
@@ -99,7 +99,7 @@ def write_set(
         "config_hash": "test",
         "skipped": 0,
     }
-    write_json_atomic(set_dir / "manifest.json", manifest)
+    write_set_json(set_dir / "manifest.json", manifest)
     return set_dir
 
 

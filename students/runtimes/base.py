@@ -8,9 +8,7 @@ temporary name and renamed, so a failed export leaves nothing that looks complet
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -63,18 +61,6 @@ class Runtime(Protocol):
 
     def load(self, path: Path, threads: int) -> Predict:
         """A callable running ``path`` with ``threads`` CPU threads."""
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary name beside ``path``, renamed to it only when the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def example_input(model: nn.Module, resolution: int) -> torch.Tensor:

@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.atomic import atomic_path
 from students.runtimes.base import (
     ExportRejected,
     MissingRuntime,
     Predict,
-    atomic_path,
     example_input,
     export_copy,
 )

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from students.runtimes.base import ExportRejected, MissingRuntime, Predict, atomic_path
+from common.atomic import atomic_path
+from students.runtimes.base import ExportRejected, MissingRuntime, Predict
 
 PACKAGE = "onnxruntime"
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from data.augment import center_view, to_chw
+from common.images import EVAL_CROP_PCT, center_view
+from data.augment import to_chw
 from data.builder import build_sets
 from data.sources import ImageFolderSource, UnlabelledFolderSource
 from teachers import create_teacher
@@ -92,7 +93,9 @@ def sources(digit_folder):
 def pool_scores(sources, teacher):
     """The teacher's top probability and class on each pool image's evaluation view."""
     pool = sources["pool"]
-    views = torch.stack([center_view(to_chw(pool.load(i)), SIZE, 0.875) for i in pool.items])
+    views = torch.stack(
+        [center_view(to_chw(pool.load(i)), SIZE, EVAL_CROP_PCT) for i in pool.items]
+    )
     top = teacher.probs(views).max(1)
     return top.values, top.indices
 

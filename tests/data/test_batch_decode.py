@@ -24,7 +24,7 @@ from data.batch_decode import (
     unpack_jpegs,
 )
 from data.datamodule import DistillDataModule
-from data.shards import write_json_atomic
+from data.shards import write_set_json
 from data.stream import collate, train_pipeline, val_pipeline
 from distill.config import module_kwargs
 from distill.module import DistillModule
@@ -174,7 +174,7 @@ def test_a_real_trainer_with_device_decode_counts_bad_images_and_finishes(kind, 
     write_set(root, "val", [8], size=32, offset=100)
     bad = _damage(root / "train", kind)
     manifest = json.loads((root / "train" / "manifest.json").read_text())
-    write_json_atomic(root / "train" / "manifest.json", manifest)
+    write_set_json(root / "train" / "manifest.json", manifest)
     dm = DistillDataModule(
         root,
         {"train": 1.0},

@@ -15,7 +15,7 @@ import torch
 from data.builder import build_sets
 from data.datamodule import DistillDataModule
 from data.recipes import VIEWS, Replayer, ReplicaPicker, group_size, pixel_hash, view_digest
-from data.shards import read_manifest, shard_name, write_json_atomic, write_shard
+from data.shards import read_manifest, shard_name, write_set_json, write_shard
 from data.sources import DigitsSource
 from data.stream import NoUsableSample, expand_groups, loader, train_pipeline
 from data.verify import main as verify_main
@@ -318,7 +318,7 @@ def _one_shard_set(src: Path, dst: Path, change=None, only_first: bool = False) 
     name = m.data["name"]
     write_shard(dst, name, 0, samples, record)
     n = m.shard_counts[Path(first).name]
-    write_json_atomic(
+    write_set_json(
         dst / "manifest.json", {**m.data, "num_samples": n, "shards": {shard_name(name, 0): n}}
     )
     return dst
@@ -402,7 +402,7 @@ def test_other_library_versions_are_warned_about(recipe_sets, tmp_path, caplog):
         shutil.copytree(root / name, tmp_path / name)
     m = read_manifest(tmp_path / "randaug")
     m.data["recipe"]["versions"]["opencv-python-headless"] = "0.1.0"
-    write_json_atomic(m.path, m.data)
+    write_set_json(m.path, m.data)
     dm = DistillDataModule(tmp_path, {"randaug": 1}, "mixup", batch_size=4, num_workers=0)
     with caplog.at_level(logging.WARNING, logger="data"):
         dm.prepare()

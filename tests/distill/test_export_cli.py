@@ -16,12 +16,13 @@ import torch
 from omegaconf import OmegaConf
 
 import students
+from common.atomic import atomic_path
 from data.shards import read_manifest
 from distill.export import main
 from distill.runtime_table import TABLE
 from students.export import save_safetensors
 from students.runtimes import RUNTIMES
-from students.runtimes.base import ExportRejected, MissingRuntime, atomic_path
+from students.runtimes.base import ExportRejected, MissingRuntime
 from students.weights import ExportMeta
 
 from .conftest import compose_train
