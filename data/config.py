@@ -9,11 +9,35 @@ its default here. ``distill/config.py`` builds the training schema on these.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from common.folders import SourceError
+from teachers.recipe import TeacherRecipe
+
+T = TypeVar("T")
+
+
+class Store(StrEnum):
+    """How a set's views are stored (``build.store``): every view a JPEG, or the source images
+    once plus a small record per view (data/recipes.py)."""
+
+    pixels = "pixels"
+    recipe = "recipe"
+
+
+class Autocast(StrEnum):
+    """The dtype a teacher runs in under autocast (``teacher.autocast``; null: float32)."""
+
+    bfloat16 = "bfloat16"
+    float16 = "float16"
 
 
 @dataclass
@@ -29,7 +53,7 @@ class BuildConfig:
     """How sets are built (data/builder.py ``SetBuilder``)."""
 
     shard_size: int = MISSING
-    store: str = MISSING  # pixels | recipe (data/recipes.py)
+    store: Store = MISSING
     batch_size: int = MISSING
     num_workers: int = MISSING
     top_k: int | None = MISSING
@@ -58,11 +82,20 @@ class TeacherConfig:
     pretrained: bool = MISSING
     train_if_missing: bool = MISSING
     channels_last: bool = MISSING
-    autocast: str | None = MISSING
-    cache_path: str | None = None
-    train_on: str | None = None
+    autocast: Autocast | None = MISSING
+    cache_path: str | None = None  # where a trained teacher is cached (train_if_missing)
+    train_on: str | None = None  # source names (train_if_missing)
     validate_on: str | None = None
-    recipe: dict[str, Any] = field(default_factory=dict)
+    recipe: TeacherRecipe | None = None  # train_if_missing: how it is trained
+
+
+@dataclass
+class DigitsConfig:
+    """The embedded digits split (common/digits.py ``digits_split``); ``fractions`` is set by
+    dataset=digits only (the other datasets name ``seed`` for the digits teacher's cache path)."""
+
+    seed: int = MISSING
+    fractions: dict[str, float] | None = None
 
 
 @dataclass
@@ -74,7 +107,8 @@ class DatasetKeys:
     dataset_name: str = MISSING
     image_size: int = MISSING
     raw_size: int = MISSING
-    digits: dict[str, Any] = field(default_factory=dict)  # the embedded digits split
+    digits: DigitsConfig | None = None
+    # one shape per kind, which a schema cannot hold: typed per kind by ``source_config``
     sources: dict[str, Any] = field(default_factory=dict)
     variants: dict[str, Any] = field(default_factory=dict)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
@@ -84,6 +118,115 @@ class DatasetKeys:
     folder_name: str | None = None  # dataset=folder
     imagenet_root: str | None = None  # dataset=imagenet
     extra_pool: str | None = None  # dataset=imagenet
+
+
+@dataclass
+class FolderSourceConfig:
+    """A source read from a folder: ``root`` (+ ``subdir``); ``hint`` is the error when ``root``
+    is unset (e.g. which environment variable sets it), instead of a path named "None"."""
+
+    root: str | None
+    subdir: str | None = None
+    hint: str | None = None
+
+    def path(self, kind: str) -> str:
+        """``root``/``subdir``; raises ``SourceError`` (with the hint) when ``root`` is unset."""
+        if self.root in (None, ""):
+            raise SourceError(self.hint or f"source kind {kind!r} needs a root folder; none is set")
+        return str(Path(self.root) / self.subdir) if self.subdir else self.root
+
+
+@dataclass
+class ImageFolderSourceConfig(FolderSourceConfig):
+    """``kind: imagefolder``: one sub-folder per class (optionally listed in ``classes_file``)."""
+
+    classes_file: str | None = None
+
+
+@dataclass
+class UnlabelledSourceConfig(FolderSourceConfig):
+    """``kind: unlabelled``: every image under the folder, without labels (the extra pool)."""
+
+
+@dataclass
+class DigitsSourceConfig:
+    """``kind: digits``: one split of the embedded digits (data/sources.py ``DigitsSource``)."""
+
+    split: str
+    size: int
+    fractions: dict[str, float] | None
+    seed: int
+
+
+@dataclass
+class ShardSourceConfig:
+    """``kind: shards``: the images and classes of existing webdataset shards."""
+
+    urls: list[str] | str
+    classes: list[str] | None = None
+
+
+SourceConfig = (
+    ImageFolderSourceConfig | UnlabelledSourceConfig | DigitsSourceConfig | ShardSourceConfig
+)
+SOURCE_KINDS: dict[str, type] = {
+    "imagefolder": ImageFolderSourceConfig,
+    "unlabelled": UnlabelledSourceConfig,
+    "digits": DigitsSourceConfig,
+    "shards": ShardSourceConfig,
+}
+
+
+def source_config(name: str, value: Mapping) -> SourceConfig:
+    """``sources.<name>`` as its kind's dataclass; a bad kind or argument names the key."""
+    cfg = dict(value)
+    kind = cfg.pop("kind", None)
+    cfg.pop("name", None)
+    if kind not in SOURCE_KINDS:
+        raise SourceError(
+            f"sources.{name}: source kind {kind!r} unknown; expected one of {sorted(SOURCE_KINDS)}"
+        )
+    try:
+        return SOURCE_KINDS[kind](**cfg)
+    except TypeError as e:
+        raise SourceError(f"sources.{name}: bad arguments for source kind {kind!r}: {e}") from e
+
+
+def typed(cls: type[T], value: Any, key: str) -> T:
+    """``value`` (a mapping or config node) as a ``cls`` instance, checked by the schema and
+    ``cls.__post_init__``; a bad or missing value raises ``ValueError`` naming ``key``'s field."""
+    if isinstance(value, cls):
+        return value
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value, resolve=True)
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), value))
+    except OmegaConfBaseException as e:
+        where = f"{key}.{e.full_key}" if getattr(e, "full_key", None) else key
+        raise ValueError(f"{where}: {str(e).splitlines()[0]}") from None
+
+
+@dataclass
+class BuildSections:
+    """What building sets reads of a build or train config, typed once at the entry point."""
+
+    sources: dict[str, SourceConfig]
+    variants: dict[str, dict]
+    teacher: TeacherConfig
+    build: BuildConfig
+    train_sets: dict[str, float]  # data.train_sets: a set weighted 0 is not built by default
+
+
+def build_sections(cfg: Any) -> BuildSections:
+    """The ``BuildSections`` of a composed build or train config (a config node or its dict)."""
+    c = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
+    return BuildSections(
+        sources={n: source_config(n, v) for n, v in c["sources"].items()},
+        variants=dict(c["variants"]),
+        teacher=typed(TeacherConfig, c["teacher"], "teacher"),
+        build=typed(BuildConfig, c["build"], "build"),
+        train_sets=dict(c["data"]["train_sets"]),
+    )
 
 
 @dataclass
