@@ -10,10 +10,10 @@ its default here. ``distill/config.py`` builds the training schema on these.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -192,6 +192,178 @@ def source_config(name: str, value: Mapping) -> SourceConfig:
         raise SourceError(f"sources.{name}: bad arguments for source kind {kind!r}: {e}") from e
 
 
+@dataclass(kw_only=True)
+class VariantConfig:
+    """What every variant kind has (conf/variant/*.yaml); the kinds below add their own keys.
+
+    ``label`` and ``max_side`` are set by few files: a set is teacher-labelled unless it says
+    ``label: false`` (raw images for online distillation), and sources are decoded with their
+    longest side at most ``max_side`` (null: 4 x ``image_size``).
+    """
+
+    name: str
+    source: str
+    replicas: int
+    seed: int
+    jpeg_quality: int
+    image_size: int
+    label: bool = True
+    max_side: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1:
+            raise ValueError(f"variant {self.name!r}: replicas must be >= 1, got {self.replicas}")
+
+    def record(self) -> dict:
+        """The config as its file wrote it: what a set's identity hashes and its manifest keeps
+        (``label`` and ``max_side`` only where set, so sets built before them keep their hash)."""
+        out = {"kind": variant_kind(self), **asdict(self)}
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}  # as in JSON
+        if self.label:
+            del out["label"]
+        if self.max_side is None:
+            del out["max_side"]
+        return out
+
+
+@dataclass(kw_only=True)
+class CropVariantConfig(VariantConfig):
+    """Kinds that take an Inception crop and may be stored as recipes (build.store=recipe)."""
+
+    raw_size: int  # recipe sets: source images stored with this short side
+    crop_scale: tuple[float, float]
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.crop_scale = (float(self.crop_scale[0]), float(self.crop_scale[1]))
+        if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ValueError(
+                f"variant {self.name!r}: crop_scale must be [lo, hi] in (0, 1], got "
+                f"{list(self.crop_scale)}"
+            )
+
+
+@dataclass(kw_only=True)
+class PackedVariantConfig(CropVariantConfig):
+    """Kinds whose recipe samples pack ``pack`` source images (their view records share it)."""
+
+    pack: int
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.pack < 1:
+            raise ValueError(f"variant {self.name!r}: pack must be >= 1, got {self.pack}")
+
+
+@dataclass
+class RandAugmentConfig:
+    num_ops: int
+    magnitude: int
+
+
+@dataclass(kw_only=True)
+class RandAugVariantConfig(PackedVariantConfig):
+    """``kind: randaug`` (D1): Inception crop + RandAugment."""
+
+    randaugment: RandAugmentConfig
+
+    def __post_init__(self) -> None:
+        if isinstance(self.randaugment, Mapping):
+            self.randaugment = RandAugmentConfig(**self.randaugment)
+        super().__post_init__()
+
+
+@dataclass(kw_only=True)
+class ExtraVariantConfig(RandAugVariantConfig):
+    """``kind: extra`` (D3): the pool's views the teacher scores above ``threshold``, at most
+    ``per_class`` a class (null: balanced to the largest class), scored on a centre crop."""
+
+    threshold: float
+    per_class: int | None
+    score_crop_pct: float
+
+
+@dataclass(kw_only=True)
+class MixupVariantConfig(CropVariantConfig):
+    """``kind: mixup`` (D2): partners drawn among a ``group`` of images, Beta(alpha, alpha)."""
+
+    alpha: float
+    group: int
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.group < 2:
+            raise ValueError(f"mixup variant {self.name!r}: group must be >= 2, got {self.group}")
+
+
+MaskKind = Literal["rect", "stroke"]
+InpaintMethod = Literal["telea", "ns"]
+
+
+@dataclass(kw_only=True)
+class InpaintVariantConfig(PackedVariantConfig):
+    """``kind: inpaint``: random masks covering ``mask_area``, filled by OpenCV's ``method`` or
+    by ``inpainter`` (a Hydra ``_target_`` node)."""
+
+    mask_area: tuple[float, float]
+    mask_kinds: tuple[MaskKind, ...]
+    method: InpaintMethod
+    radius: float
+    inpainter: dict | None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.mask_area = (float(self.mask_area[0]), float(self.mask_area[1]))
+        self.mask_kinds = tuple(self.mask_kinds)
+        _check_choice(f"variant {self.name!r}: method", self.method, InpaintMethod)
+        for kind in self.mask_kinds:
+            _check_choice(f"variant {self.name!r}: mask_kinds", kind, MaskKind)
+
+
+@dataclass(kw_only=True)
+class PlainVariantConfig(VariantConfig):
+    """``kind: plain``: resize to size / crop_pct and centre crop, one fixed view (always
+    stored as pixels)."""
+
+    crop_pct: float
+
+
+VARIANT_KINDS: dict[str, type[VariantConfig]] = {
+    "randaug": RandAugVariantConfig,
+    "mixup": MixupVariantConfig,
+    "inpaint": InpaintVariantConfig,
+    "extra": ExtraVariantConfig,
+    "plain": PlainVariantConfig,
+}
+
+
+def _check_choice(key: str, value: Any, choices: Any) -> None:
+    if value not in get_args(choices):
+        raise ValueError(f"{key} must be one of {list(get_args(choices))}, got {value!r}")
+
+
+def variant_config(name: str, value: Mapping) -> VariantConfig:
+    """``variants.<name>`` as its kind's dataclass (``name`` defaults to the key); a bad kind
+    or argument names the key."""
+    cfg = dict(value)
+    kind = cfg.pop("kind", None)
+    cfg["name"] = cfg.get("name") or name
+    if kind not in VARIANT_KINDS:
+        raise ValueError(
+            f"variants.{name}: variant kind {kind!r} unknown; expected one of "
+            f"{sorted(VARIANT_KINDS)}"
+        )
+    try:
+        return VARIANT_KINDS[kind](**cfg)
+    except TypeError as e:
+        raise ValueError(f"variants.{name}: bad arguments for variant kind {kind!r}: {e}") from e
+
+
+def variant_kind(cfg: VariantConfig) -> str:
+    """The ``kind`` of a typed variant config."""
+    return next(k for k, cls in VARIANT_KINDS.items() if type(cfg) is cls)
+
+
 def typed(cls: type[T], value: Any, key: str) -> T:
     """``value`` (a mapping or config node) as a ``cls`` instance, checked by the schema and
     ``cls.__post_init__``; a bad or missing value raises ``ValueError`` naming ``key``'s field."""
@@ -230,13 +402,23 @@ def build_sections(cfg: Any) -> BuildSections:
 
 
 @dataclass
+class BuildDataConfig:
+    """conf/build.yaml's ``data``: the training-set weights a build reads (0: not built). The
+    dataset presets also set keys of ``python -m distill``'s ``data``, unused by a build."""
+
+    train_sets: dict[str, float] = MISSING
+    batch_size: int | None = None
+    samples_per_epoch: int | None = None
+
+
+@dataclass
 class BuildAppConfig(DatasetKeys):
     """conf/build.yaml. ``trainer``, ``optimizer``, ``baseline`` and ``export`` are set by the
-    dataset and debug presets for ``python -m distill`` and ignored here."""
+    dataset presets for ``python -m distill``; a build reads none of them."""
 
     out_dir: str = MISSING
     only: list[str] | None = None
-    data: dict[str, Any] = field(default_factory=dict)
+    data: BuildDataConfig = field(default_factory=BuildDataConfig)
     overwrite: bool = MISSING
     build: BuildConfig = field(default_factory=BuildConfig)
     remote: RemoteConfig = field(default_factory=RemoteConfig)
