@@ -61,6 +61,20 @@ class BuildConfig:
     progress: bool = MISSING
     wait_s: float = MISSING  # other ranks wait this long for rank 0's teacher scores
 
+    def __post_init__(self) -> None:
+        if self.store == MISSING:  # the schema's own instance, before the YAML sets it
+            return
+        if self.store not in list(Store):
+            raise ValueError(
+                f"build.store must be one of {[s.value for s in Store]}, got {self.store!r}"
+            )
+        self.store = Store(self.store)
+        if self.shard_size < 1 or self.batch_size < 1:
+            raise ValueError(
+                f"build.shard_size and build.batch_size must be >= 1, got {self.shard_size} "
+                f"and {self.batch_size}"
+            )
+
 
 @dataclass
 class RemoteConfig:
