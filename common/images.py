@@ -127,7 +127,7 @@ def decode_jpeg(data: bytes) -> torch.Tensor:
 def center_view(img: torch.Tensor, size: int, crop_pct: float) -> torch.Tensor:
     """Resize the short side to size / crop_pct, then centre crop ``size`` (evaluation view).
 
-    The one eval crop: shard builds (data/augment.py ``plain``) and teacher validation
+    The one eval crop: shard builds (data/variants.py ``plain``) and teacher validation
     (teachers/train.py) both use it.
     """
     img = TF.resize(img, [max(size, math.floor(size / crop_pct))], antialias=True)

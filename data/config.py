@@ -116,7 +116,7 @@ class DigitsConfig:
 class DatasetKeys:
     """Keys the dataset files (conf/dataset/*.yaml, ``@package _global_``) add at the root.
 
-    Sources and variants differ in shape by ``kind`` (data/sources.py, data/augment.py)."""
+    Sources and variants differ in shape by ``kind`` (data/sources.py, data/variants.py)."""
 
     dataset_name: str = MISSING
     image_size: int = MISSING

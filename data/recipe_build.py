@@ -9,7 +9,9 @@ at once; the teacher labels exactly those uint8 views and only the records are w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
 
 from common.images import BadImage, jpeg_round_trip
-from data.augment import ExtraVariant, Variant, _shuffled, to_chw
+from data.augment import to_chw
 from data.recipes import (
     CLASSES,
     VIEWS,
@@ -30,6 +32,10 @@ from data.recipes import (
 )
 from data.render import decode_source
 from data.sources import Item, Source
+from data.variants import ExtraVariant, Variant, shuffled_order
+
+if TYPE_CHECKING:  # DataLoader workers import this module: no teacher code there
+    from teachers import FrozenTeacher
 
 
 @dataclass
@@ -70,7 +76,8 @@ def plan_groups(variant: Variant, source: Source, pack: int) -> list[Group]:
         if variant.selection is None:
             raise RuntimeError("the extra variant needs its class-balanced selection first")
         entries = [
-            variant.selection[p] for p in _shuffled(len(variant.selection), variant.seed * 1000)
+            variant.selection[p]
+            for p in shuffled_order(len(variant.selection), variant.seed * 1000)
         ]
         out = []
         for k in range(0, len(entries), size):
@@ -80,7 +87,7 @@ def plan_groups(variant: Variant, source: Source, pack: int) -> list[Group]:
             key = first if len(part) == 1 else f"{first}_g"
             out.append(Group(key, items, [c for _, _, c in part], [cls for _, cls, _ in part]))
         return out
-    order = [source.items[i] for i in _shuffled(len(source.items), variant.seed * 1000)]
+    order = [source.items[i] for i in shuffled_order(len(source.items), variant.seed * 1000)]
     chunks = [order[k : k + size] for k in range(0, len(order), size)]
     if len(chunks) > 1 and len(chunks[-1]) == 1 and variant.group > 1:  # no lone mixup image
         chunks[-2] += chunks.pop()
@@ -271,3 +278,73 @@ def recipe_loader(
     chunks = chunks_of(groups, variant.replicas, batch_size)
     data = RecipeChunks(variant, source, groups, chunks, raw_size, quality, max_side)
     return DataLoader(data, batch_size=1, num_workers=num_workers, collate_fn=_first)
+
+
+def view_codec(variant: Variant, teacher: FrozenTeacher | None, top_k: int | None) -> ViewCodec:
+    """The record layout of a recipe set's views."""
+    labelled = teacher is not None
+    return ViewCodec(
+        variant.kind,
+        int(getattr(variant, "num_ops", 0)),
+        teacher.num_classes if labelled else 0,
+        ("topk" if top_k else "full") if labelled else None,
+        int(top_k) if labelled and top_k else None,
+    )
+
+
+def render_recipe_shard(
+    variant: Variant,
+    source: Source,
+    groups: list[Group],
+    codec: ViewCodec,
+    raw_size: int,
+    quality: int,
+    batch_size: int,
+    num_workers: int,
+    label: Callable,
+    bar,
+) -> tuple[list[dict], dict, int, int, float]:
+    """(samples, shard record, images written, views written, teacher seconds) of ``groups``:
+    every view rendered and labelled (``label``: images -> probs, indices, seconds), only its
+    record kept."""
+    loader = recipe_loader(
+        variant,
+        source,
+        groups,
+        raw_size,
+        quality,
+        int(variant.cfg.get("max_side", 4 * variant.size)),
+        batch_size,
+        num_workers,
+    )
+    assembler = GroupAssembler(codec, variant.replicas)
+    samples, skipped, teacher_s = [], [], 0.0
+    sizes = {"views_bytes": 0, "image_bytes": 0, "images": 0, "views": 0}
+    pixel_bytes = []
+    for made in loader:
+        chunk = made["chunk"]
+        if chunk.start == 0:
+            skipped += made["skipped"]
+        if "failed" in made:
+            skipped += [f for f in made["failed"] if f not in skipped]
+            bar.update((chunk.stop - chunk.start) * len(groups[chunk.group].items))
+            continue
+        probs, indices, secs = label(made["views"])
+        teacher_s += secs
+        if "pixel_view_bytes" in made:
+            pixel_bytes.append(made["pixel_view_bytes"])
+        bar.update(len(made["views"]))
+        sample = assembler.add(made, probs, indices)
+        if sample is not None:
+            samples.append(sample)
+            n_img = len(made["group"].items)
+            sizes["images"] += n_img
+            sizes["views"] += n_img * variant.replicas
+            for k, v in storage_of(sample).items():
+                sizes[k] += v
+    record = {
+        "skipped": skipped,
+        **sizes,
+        "pixel_view_bytes": [sum(pixel_bytes), len(pixel_bytes)],
+    }
+    return samples, record, sizes["images"], sizes["views"], teacher_s

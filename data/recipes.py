@@ -35,10 +35,10 @@ import numpy as np
 import torch
 import xxhash
 
-from data.augment import Variant, make_variant
 from data.labels import load_npy
 from data.randaug import RandAugment
 from data.render import BadRecipe, decode_source
+from data.variants import Variant, make_variant
 
 # 2: one uint8 HWC renderer (OpenCV resize, integer RandAugment kernels, fixed-point mix), a
 # digest over pixels, record and class, samples of ``pack`` images

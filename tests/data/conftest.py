@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from data.augment import center_view, to_chw
+from common.images import center_view
+from data.augment import to_chw
 from data.builder import build_sets
 from data.sources import ImageFolderSource, UnlabelledFolderSource
 from teachers import create_teacher
