@@ -144,7 +144,9 @@ def _variant_cfgs(size: int) -> dict[str, dict]:
         "mixup": variant_cfg(**c, kind="mixup", source="s", seed=2),
         "inpaint": variant_cfg(**c, kind="inpaint", source="s", seed=3),
         "extra": variant_cfg(**c, kind="extra", source="s", seed=4, threshold=0.0),
-        "plain": variant_cfg(**c, kind="plain", source="s", crop_pct=1.0),
+        "plain": variant_cfg(
+            image_size=size, jpeg_quality=90, replicas=1, kind="plain", source="s", crop_pct=1.0
+        ),
     }
 
 

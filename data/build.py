@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import asdict
 from pathlib import Path
 
 import hydra
@@ -21,6 +20,7 @@ from data.config import (
     BuildSections,
     RemoteConfig,
     TeacherConfig,
+    VariantConfig,
     build_sections,
     register_build_configs,
     typed,
@@ -33,7 +33,9 @@ class BuildConfigError(ValueError):
     """Sets or sources the config does not define; the message names the key."""
 
 
-def select_variants(c: BuildSections, sets: Iterable[str] | None = None) -> dict[str, dict]:
+def select_variants(
+    c: BuildSections, sets: Iterable[str] | None = None
+) -> dict[str, VariantConfig]:
     """The variants to build: ``sets`` by name, else every configured variant that
     ``data.train_sets`` does not weight 0 (a set no run reads needs no source, e.g. no pool)."""
     variants = c.variants
@@ -52,11 +54,13 @@ def select_variants(c: BuildSections, sets: Iterable[str] | None = None) -> dict
     return chosen
 
 
-def _readers(variants: dict[str, dict], teacher: TeacherConfig | None) -> dict[str, list[str]]:
+def _readers(
+    variants: dict[str, VariantConfig], teacher: TeacherConfig | None
+) -> dict[str, list[str]]:
     """Source name -> what reads it: set names, and the teacher's training keys if it trains."""
     readers: dict[str, list[str]] = {}
     for name, v in variants.items():
-        readers.setdefault(v["source"], []).append(name)
+        readers.setdefault(v.source, []).append(name)
     if teacher is not None:
         for key, source in (("train_on", teacher.train_on), ("validate_on", teacher.validate_on)):
             if source:
@@ -75,7 +79,7 @@ def _source_error(e: Exception, name: str, readers: list[str], weights: dict) ->
 
 
 def open_sources(
-    c: BuildSections, variants: dict[str, dict], teacher: TeacherConfig | None = None
+    c: BuildSections, variants: dict[str, VariantConfig], teacher: TeacherConfig | None = None
 ) -> dict:
     """Open the sources ``variants`` read (and ``teacher``'s, when it must be trained).
 
@@ -135,15 +139,13 @@ def build_from_config(
 
     variants = select_variants(c, sets)
     tcfg = c.teacher
-    labelled = any(v.get("label", True) for v in variants.values())
+    labelled = any(v.label for v in variants.values())
     trains = labelled and teacher_needs_training(tcfg)
     sources = open_sources(c, variants, tcfg if trains else None)
     teacher = None
     if labelled:
         teacher = teacher_from_config(tcfg, sources).to(_device(device))
-    return build_sets(
-        variants, sources, teacher, out_dir, asdict(c.build), rank, world, overwrite, asdict(tcfg)
-    )
+    return build_sets(variants, sources, teacher, out_dir, c.build, rank, world, overwrite, tcfg)
 
 
 def run(cfg: DictConfig) -> list:

@@ -228,6 +228,11 @@ class VariantConfig:
         if self.replicas < 1:
             raise ValueError(f"variant {self.name!r}: replicas must be >= 1, got {self.replicas}")
 
+    @property
+    def source_side(self) -> int:
+        """The longest side a source image is decoded with (``max_side``)."""
+        return self.max_side or 4 * self.image_size
+
     def record(self) -> dict:
         """The config as its file wrote it: what a set's identity hashes and its manifest keeps
         (``label`` and ``max_side`` only where set, so sets built before them keep their hash)."""
@@ -323,7 +328,7 @@ class InpaintVariantConfig(PackedVariantConfig):
     mask_kinds: tuple[MaskKind, ...]
     method: InpaintMethod
     radius: float
-    inpainter: dict | None
+    inpainter: dict | None = None  # not recorded in recipe manifests (data/set_manifest.py)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -397,7 +402,7 @@ class BuildSections:
     """What building sets reads of a build or train config, typed once at the entry point."""
 
     sources: dict[str, SourceConfig]
-    variants: dict[str, dict]
+    variants: dict[str, VariantConfig]
     teacher: TeacherConfig
     build: BuildConfig
     train_sets: dict[str, float]  # data.train_sets: a set weighted 0 is not built by default
@@ -408,7 +413,7 @@ def build_sections(cfg: Any) -> BuildSections:
     c = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
     return BuildSections(
         sources={n: source_config(n, v) for n, v in c["sources"].items()},
-        variants=dict(c["variants"]),
+        variants={n: variant_config(n, v) for n, v in c["variants"].items()},
         teacher=typed(TeacherConfig, c["teacher"], "teacher"),
         build=typed(BuildConfig, c["build"], "build"),
         train_sets=dict(c["data"]["train_sets"]),

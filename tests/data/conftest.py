@@ -72,7 +72,9 @@ def variant_cfgs(threshold: float) -> dict[str, dict]:
             threshold=threshold,
             randaugment={"num_ops": 2, "magnitude": 5},
         ),
-        "val": variant_cfg(**common, kind="plain", source="val", replicas=1, crop_pct=1.0),
+        "val": variant_cfg(
+            image_size=SIZE, jpeg_quality=90, kind="plain", source="val", replicas=1, crop_pct=1.0
+        ),
     }
 
 
