@@ -5,6 +5,11 @@ or on the command line, fails at compose time.
 
 The YAML files hold the values (the one place for defaults); a field without a YAML value has
 its default here. ``distill/config.py`` builds the training schema on these.
+
+Sources and variants differ in shape by ``kind``, which a schema cannot hold in one dict, so the
+schema keeps them as dicts and ``build_sections`` types them once at the entry point: one
+dataclass per kind (``source_config``, ``variant_config``), whose ``__post_init__`` checks the
+values. Everything below the entry point reads these typed sections.
 """
 
 from __future__ import annotations
