@@ -59,9 +59,9 @@ def _quick_overrides() -> list[str]:
     return ["+debug=smoke"] if quick() else []
 
 
-def search(seed: int, scale: float, retrain: bool) -> dict:
-    out = work_dir() / f"search_s{seed}_x{scale:g}"
-    cmd = [
+def search_command(seed: int, scale: float, retrain: bool, out: Path) -> list[str]:
+    """``python -m nas`` for one search of the benchmark."""
+    return [
         sys.executable,
         "-m",
         "nas",
@@ -74,7 +74,11 @@ def search(seed: int, scale: float, retrain: bool) -> dict:
         f"hydra.run.dir={out}",
         *_quick_overrides(),
     ]
-    _run(cmd, out / "nas.json")
+
+
+def search(seed: int, scale: float, retrain: bool) -> dict:
+    out = work_dir() / f"search_s{seed}_x{scale:g}"
+    _run(search_command(seed, scale, retrain, out), out / "nas.json")
     return json.loads((out / "nas.json").read_text())
 
 
