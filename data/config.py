@@ -58,7 +58,7 @@ class BuildConfig:
     """How sets are built (data/builder.py ``SetBuilder``)."""
 
     shard_size: int = MISSING
-    store: Store = MISSING
+    store: str = MISSING  # a Store; checked in __post_init__, so a run names it as a usage error
     batch_size: int = MISSING
     num_workers: int = MISSING
     top_k: int | None = MISSING
