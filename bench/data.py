@@ -31,6 +31,7 @@ from data.labels import encode_soft_label
 from data.shards import read_manifest, write_set_json, write_shard
 from data.sources import DigitsSource
 from teachers import Preprocessing, build_model, create_teacher, save_teacher
+from testkit.configs import build_cfg, variant_cfg
 
 NUM_CLASSES = 10
 
@@ -139,11 +140,13 @@ def streaming(repeats: int, n: int, workers: int = 2, batch: int = 64) -> dict:
 def _variant_cfgs(size: int) -> dict[str, dict]:
     c = {"image_size": size, "jpeg_quality": 90, "crop_scale": [0.5, 1.0], "replicas": 1}
     return {
-        "randaug": {**c, "kind": "randaug", "source": "s", "seed": 1},
-        "mixup": {**c, "kind": "mixup", "source": "s", "seed": 2},
-        "inpaint": {**c, "kind": "inpaint", "source": "s", "seed": 3},
-        "extra": {**c, "kind": "extra", "source": "s", "seed": 4, "threshold": 0.0},
-        "plain": {**c, "kind": "plain", "source": "s", "crop_pct": 1.0},
+        "randaug": variant_cfg(**c, kind="randaug", source="s", seed=1),
+        "mixup": variant_cfg(**c, kind="mixup", source="s", seed=2),
+        "inpaint": variant_cfg(**c, kind="inpaint", source="s", seed=3),
+        "extra": variant_cfg(**c, kind="extra", source="s", seed=4, threshold=0.0),
+        "plain": variant_cfg(
+            image_size=size, jpeg_quality=90, replicas=1, kind="plain", source="s", crop_pct=1.0
+        ),
     }
 
 
@@ -166,7 +169,7 @@ def build_rates(n_small: int, n_large: int) -> list[dict]:
             ("mnv4_hybrid_l @384 px (large)", large, n_large, 64),
         ):
             src = DigitsSource("labelled", size, {"labelled": n / 1797, "rest": 1 - n / 1797})
-            cfg = {"shard_size": 10_000, "batch_size": 32, "num_workers": 2, "progress": False}
+            cfg = build_cfg(shard_size=10_000, batch_size=32, num_workers=2, progress=False)
             for top_k in (None, 3):
                 out = tmp / f"{label.split()[0]}_{top_k}"
                 reports = build_sets(

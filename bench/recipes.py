@@ -46,6 +46,7 @@ from data.sources import DigitsSource, ImageFolderSource
 from data.stream import collate
 from data.tario import samples
 from teachers import Preprocessing, build_model, create_teacher, save_teacher
+from testkit.configs import build_cfg, variant_cfg
 
 IMAGENET = 1_281_167
 CLASSES = 1000
@@ -77,13 +78,13 @@ def recipe_variants(size: int, raw_size: int, replicas: int, crop_scale, magnitu
         "crop_scale": list(crop_scale),
     }
     return {
-        "randaug": {
+        "randaug": variant_cfg(
             **common,
-            "kind": "randaug",
-            "seed": 1,
-            "randaugment": {"num_ops": 2, "magnitude": magnitude},
-        },
-        "mixup": {**common, "kind": "mixup", "seed": 2, "alpha": 1.0, "group": GROUP},
+            kind="randaug",
+            seed=1,
+            randaugment={"num_ops": 2, "magnitude": magnitude},
+        ),
+        "mixup": variant_cfg(**common, kind="mixup", seed=2, alpha=1.0, group=GROUP),
     }
 
 
@@ -91,14 +92,14 @@ def build_both_stores(variants, source, teacher, root: Path, top_k: int | None) 
     """Both stores of ``variants`` under ``root/<store>``: build seconds and manifests."""
     out = {}
     for store in ("recipe", "pixels"):
-        cfg = {
-            "store": store,
-            "top_k": top_k,
-            "shard_size": 10_000,
-            "batch_size": 64,
-            "num_workers": 2,
-            "progress": False,
-        }
+        cfg = build_cfg(
+            store=store,
+            top_k=top_k,
+            shard_size=10_000,
+            batch_size=64,
+            num_workers=2,
+            progress=False,
+        )
         # one torch thread for the teacher in this process while 2 workers render: with the
         # default 2 threads on 2 shared cores the build ran about 3x slower (its speed is not a
         # figure of this benchmark; bench/data.py measures building)
@@ -370,7 +371,7 @@ def synthetic_source(tmp: Path, n_images: int, size: int) -> tuple[ImageFolderSo
 def _ten_replicas(variants: dict, source, teacher, root: Path) -> dict:
     """The manifest storage of D1 built as a recipe set at 10 replicas (the paper's D3 count)."""
     cfg = {**variants["randaug"], "replicas": 10}
-    build = {"store": "recipe", "top_k": TOP_K, "num_workers": 2, "progress": False}
+    build = build_cfg(store="recipe", top_k=TOP_K, num_workers=2, progress=False)
     build_sets({"randaug": cfg}, {"s": source}, teacher, root, build)
     return read_manifest(root / "randaug").data["storage"]
 

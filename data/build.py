@@ -16,7 +16,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from data import remote, urls
-from data.config import register_build_configs
+from data.config import (
+    BuildSections,
+    RemoteConfig,
+    TeacherConfig,
+    VariantConfig,
+    build_sections,
+    register_build_configs,
+    typed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +33,12 @@ class BuildConfigError(ValueError):
     """Sets or sources the config does not define; the message names the key."""
 
 
-def select_variants(c: dict, sets: Iterable[str] | None = None) -> dict[str, dict]:
+def select_variants(
+    c: BuildSections, sets: Iterable[str] | None = None
+) -> dict[str, VariantConfig]:
     """The variants to build: ``sets`` by name, else every configured variant that
     ``data.train_sets`` does not weight 0 (a set no run reads needs no source, e.g. no pool)."""
-    variants = c["variants"]
+    variants = c.variants
     if sets is not None:
         sets = set(sets)
         unknown = sorted(sets - set(variants))
@@ -38,21 +48,23 @@ def select_variants(c: dict, sets: Iterable[str] | None = None) -> dict[str, dic
             )
         chosen = {n: v for n, v in variants.items() if n in sets}
     else:
-        weights = (c.get("data") or {}).get("train_sets") or {}
-        chosen = {n: v for n, v in variants.items() if weights.get(n, 1) != 0}
+        chosen = {n: v for n, v in variants.items() if c.train_sets.get(n, 1) != 0}
     if not chosen:
         raise BuildConfigError(f"no set selected to build among {sorted(variants)}")
     return chosen
 
 
-def _readers(variants: dict[str, dict], teacher_cfg: dict | None) -> dict[str, list[str]]:
+def _readers(
+    variants: dict[str, VariantConfig], teacher: TeacherConfig | None
+) -> dict[str, list[str]]:
     """Source name -> what reads it: set names, and the teacher's training keys if it trains."""
     readers: dict[str, list[str]] = {}
     for name, v in variants.items():
-        readers.setdefault(v["source"], []).append(name)
-    for key in ("train_on", "validate_on"):
-        if teacher_cfg and teacher_cfg.get(key):
-            readers.setdefault(teacher_cfg[key], []).append(f"teacher.{key}")
+        readers.setdefault(v.source, []).append(name)
+    if teacher is not None:
+        for key, source in (("train_on", teacher.train_on), ("validate_on", teacher.validate_on)):
+            if source:
+                readers.setdefault(source, []).append(f"teacher.{key}")
     return readers
 
 
@@ -66,27 +78,28 @@ def _source_error(e: Exception, name: str, readers: list[str], weights: dict) ->
     return msg
 
 
-def open_sources(c: dict, variants: dict[str, dict], teacher_cfg: dict | None = None) -> dict:
-    """Open the sources ``variants`` read (and the teacher's, when it must be trained).
+def open_sources(
+    c: BuildSections, variants: dict[str, VariantConfig], teacher: TeacherConfig | None = None
+) -> dict:
+    """Open the sources ``variants`` read (and ``teacher``'s, when it must be trained).
 
     A source that cannot be opened names the sets reading it and how to leave them out.
     """
     from data.sources import SourceError, open_source
 
-    readers = _readers(variants, teacher_cfg)
-    unknown = sorted(set(readers) - set(c["sources"]))
+    readers = _readers(variants, teacher)
+    unknown = sorted(set(readers) - set(c.sources))
     if unknown:
         raise BuildConfigError(
             f"sources {unknown} (read by {[readers[u] for u in unknown]}) are not among the "
-            f"configured sources {sorted(c['sources'])}"
+            f"configured sources {sorted(c.sources)}"
         )
     sources = {}
     for name in sorted(readers):
         try:
-            sources[name] = open_source(c["sources"][name])
+            sources[name] = open_source(c.sources[name])
         except SourceError as e:
-            weights = (c.get("data") or {}).get("train_sets") or {}
-            raise SourceError(_source_error(e, name, readers[name], weights)) from e
+            raise SourceError(_source_error(e, name, readers[name], c.train_sets)) from e
         src = sources[name]
         log.info(
             "source %s: %s, %d images, %d skipped",
@@ -107,36 +120,32 @@ def _device(device: str) -> str:
 
 
 def build_from_config(
-    c: dict,
-    sets: Iterable[str] | None = None,
+    c: BuildSections,
+    sets: Iterable[str] | None,
+    out_dir: str | Path,
     rank: int = 0,
     world: int = 1,
     *,
-    out_dir: str | Path | None = None,
     device: str = "auto",
     overwrite: bool = False,
 ) -> list:
-    """Build ``sets`` (default: ``select_variants``) of a resolved build or train config.
+    """Build ``sets`` (None: ``select_variants``) of a build or train config's sections.
 
-    ``c`` needs ``variants``, ``sources``, ``teacher`` and ``build`` (and ``out_dir`` unless
-    given). A mistyped teacher checkpoint fails before any source is opened; the teacher's own
+    A mistyped teacher checkpoint fails before any source is opened; the teacher's own
     training sources are opened only when it has to be trained. Returns the sets' reports.
     """
     from data.builder import build_sets
     from data.teacher_setup import teacher_from_config, teacher_needs_training
 
     variants = select_variants(c, sets)
-    tcfg = c["teacher"]
-    labelled = any(v.get("label", True) for v in variants.values())
+    tcfg = c.teacher
+    labelled = any(v.label for v in variants.values())
     trains = labelled and teacher_needs_training(tcfg)
     sources = open_sources(c, variants, tcfg if trains else None)
     teacher = None
     if labelled:
         teacher = teacher_from_config(tcfg, sources).to(_device(device))
-    out = out_dir if out_dir is not None else c["out_dir"]
-    return build_sets(
-        variants, sources, teacher, out, c["build"], rank, world, overwrite, teacher_cfg=tcfg
-    )
+    return build_sets(variants, sources, teacher, out_dir, c.build, rank, world, overwrite, tcfg)
 
 
 def run(cfg: DictConfig) -> list:
@@ -149,19 +158,19 @@ def run(cfg: DictConfig) -> list:
             " ".join(f"{k}=..." for k in missing) + " must be set on the command line "
             "(e.g. dataset=folder data_root=/path/to/images)"
         )
-    c = OmegaConf.to_container(cfg, resolve=True)
-    remote.configure(remote.transport_from_config(c))
+    remote_cfg = typed(RemoteConfig, cfg.remote, "remote")
+    remote.configure(remote.transport_from_config(remote_cfg, cache_dir=None, cache_bytes=0))
     rank, world, _ = dist_env()
     reports = build_from_config(
-        c,
-        c["only"] or None,
+        build_sections(cfg),
+        cfg.only or None,
+        cfg.out_dir,
         rank,
         world,
-        out_dir=c["out_dir"],
-        device=c["device"],
-        overwrite=c["overwrite"],
+        device=cfg.device,
+        overwrite=cfg.overwrite,
     )
-    print(summary(reports, c["out_dir"]))
+    print(summary(reports, cfg.out_dir))
     return reports
 
 

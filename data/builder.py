@@ -20,6 +20,7 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,15 @@ import torch
 from tqdm import tqdm
 
 from data import urls
+from data.config import (
+    BuildConfig,
+    InpaintVariantConfig,
+    Store,
+    TeacherConfig,
+    VariantConfig,
+    typed,
+    variant_config,
+)
 from data.extra import Selection
 from data.pixel_shards import render_pixel_shard
 from data.pool_selection import pool_selection
@@ -74,10 +84,10 @@ class SetBuilder:
         source: Source,
         teacher: FrozenTeacher | None,
         out_dir: Path,
-        cfg: dict,
+        cfg: BuildConfig,
         rank: int = 0,
         world: int = 1,
-        teacher_cfg: dict | None = None,
+        teacher_cfg: TeacherConfig | None = None,
     ) -> None:
         self.variant, self.source, self.teacher = variant, source, teacher
         self.teacher_cfg = teacher_cfg
@@ -85,18 +95,12 @@ class SetBuilder:
         # local sets are written in place; remote ones staged in self.set_dir, then uploaded
         self.place = SetStore(out_dir, variant.name)
         self.set_dir = self.place.dir
-        self.shard_size = int(cfg.get("shard_size", 500))  # conf/train.yaml, conf/build.yaml
-        self.top_k = cfg.get("top_k")
-        self.temperature = float(cfg.get("temperature", 1.0))
-        self.batch_size = int(cfg.get("batch_size", 64))
-        self.num_workers = int(cfg.get("num_workers", 0))
-        self.quality = int(variant.cfg.get("jpeg_quality", 90))
-        self.progress = bool(cfg.get("progress", True))
-        self.store = str(cfg.get("store", "pixels"))
-        if self.store not in STORES:
-            raise ValueError(f"build.store must be one of {STORES}, got {self.store!r}")
-        self.recipe = storage_mode(variant.kind, self.store) == "recipe"
-        self.raw_size = int(variant.cfg.get("raw_size") or round(variant.size * 256 / 224))
+        self.shard_size, self.top_k, self.temperature = cfg.shard_size, cfg.top_k, cfg.temperature
+        self.batch_size, self.num_workers = cfg.batch_size, cfg.num_workers
+        self.quality = variant.cfg.jpeg_quality
+        self.progress = cfg.progress
+        self.recipe = storage_mode(variant.kind, cfg.store) == Store.recipe
+        self.raw_size = variant.cfg.raw_size if self.recipe else None
 
     # -- identity and resume ------------------------------------------------------------------
     def identity(self) -> dict:
@@ -195,7 +199,7 @@ class SetBuilder:
 
     def run(self, overwrite: bool = False) -> SetReport:
         """Build this process's shards of the set under its build lock (data/set_store.py)."""
-        wait_s = float(self.cfg.get("wait_s", 24 * 3600))
+        wait_s = self.cfg.wait_s
         with self.place.lock(self.rank, self.world, wait_s):
             return self._run(overwrite)
 
@@ -214,7 +218,7 @@ class SetBuilder:
                 self.batch_size,
                 self.progress,
                 self.rank,
-                float(self.cfg.get("wait_s", 24 * 3600)),
+                self.cfg.wait_s,
                 self.report.skipped,
             )
             self.variant.selection = sel.entries
@@ -265,9 +269,6 @@ class SetBuilder:
         return self.report
 
 
-STORES = ("pixels", "recipe")
-
-
 def dist_env() -> tuple[int, int, int]:
     """(rank, world, local rank) of this builder process as torchrun sets them (1 process: 0,1,0).
 
@@ -283,27 +284,30 @@ def dist_env() -> tuple[int, int, int]:
 
 
 def build_sets(
-    variants: dict[str, dict],
+    variants: Mapping[str, VariantConfig | Mapping],
     sources: dict[str, Source],
     teacher: FrozenTeacher | None,
     out_dir: str | Path,
-    cfg: dict,
+    cfg: BuildConfig | Mapping,
     rank: int = 0,
     world: int = 1,
     overwrite: bool = False,
-    teacher_cfg: dict | None = None,
+    teacher_cfg: TeacherConfig | None = None,
 ) -> list[SetReport]:
-    """Build every variant in ``variants`` (name -> variant cfg naming its ``source``).
+    """Build every variant in ``variants`` (name -> variant config naming its ``source``).
 
-    ``cfg`` is the ``build`` section (``store``: ``pixels`` or ``recipe``); ``teacher_cfg`` the
-    teacher's config, recorded in recipe manifests so ``data.verify`` can rerun that teacher.
+    ``cfg`` is the ``build`` section; ``teacher_cfg`` the teacher's, recorded in recipe
+    manifests so ``data.verify`` can rerun that teacher. Plain mappings (tests, benchmarks) are
+    typed here, a bad value naming its key.
     """
+    cfg = typed(BuildConfig, cfg, "build")
     reports = []
     for name, vcfg in variants.items():
-        vcfg = {**vcfg, "name": vcfg.get("name") or name}
-        source = sources[vcfg["source"]]
+        if not isinstance(vcfg, VariantConfig):
+            vcfg = variant_config(name, vcfg)
+        source = sources[vcfg.source]
         variant = make_variant(vcfg, _inpainter(vcfg))
-        needs_teacher = vcfg.get("label", True)
+        needs_teacher = vcfg.label
         if needs_teacher and teacher is None:
             raise ValueError(f"variant {name!r} is labelled by a teacher but none is configured")
         if teacher is not None and source.classes and teacher.num_classes != len(source.classes):
@@ -325,8 +329,8 @@ def build_sets(
     return reports
 
 
-def _inpainter(vcfg: dict):
-    target = vcfg.get("inpainter")
+def _inpainter(vcfg: VariantConfig):
+    target = vcfg.inpainter if isinstance(vcfg, InpaintVariantConfig) else None
     if not target:
         return None
     from hydra.utils import instantiate

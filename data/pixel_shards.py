@@ -23,7 +23,7 @@ class UnitImages(Dataset):
 
     def __init__(self, variant: Variant, source: Source, units: list[Unit], quality: int) -> None:
         self.variant, self.source, self.units, self.quality = variant, source, units, quality
-        self.max_side = int(variant.cfg.get("max_side", 4 * variant.size))
+        self.max_side = variant.cfg.source_side
 
     def __len__(self) -> int:
         return len(self.units)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
-from common.images import EVAL_CROP_PCT, BadImage, center_view
+from common.images import BadImage, center_view
 from data.augment import to_chw
 from data.extra import Selection, balance
 from data.set_store import SetStore
@@ -29,7 +29,7 @@ def score_pool(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The teacher's top probability and class per pool image (-1: unreadable, appended to
     ``skipped``), on the eval crop at the variant's size."""
-    size, crop_pct = variant.size, float(variant.cfg.get("score_crop_pct", EVAL_CROP_PCT))
+    size, crop_pct = variant.size, variant.cfg.score_crop_pct
     probs_top, cls_top = (
         torch.zeros(len(source.items)),
         torch.full((len(source.items),), -1, dtype=torch.long),
@@ -104,8 +104,8 @@ def pool_selection(
         top_prob,
         top_cls,
         teacher.num_classes,
-        float(variant.cfg.get("threshold", 0.3)),
-        variant.cfg.get("per_class"),
+        variant.cfg.threshold,
+        variant.cfg.per_class,
     )
     place.write_json(
         "selection.json",

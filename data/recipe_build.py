@@ -313,7 +313,7 @@ def render_recipe_shard(
         groups,
         raw_size,
         quality,
-        int(variant.cfg.get("max_side", 4 * variant.size)),
+        variant.cfg.source_side,
         batch_size,
         num_workers,
     )

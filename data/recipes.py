@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import xxhash
 
+from data.config import variant_config
 from data.labels import densify_topk, load_npy
 from data.randaug import RandAugment
 from data.render import BadRecipe, decode_source
@@ -229,7 +230,8 @@ class Replayer:
     @property
     def variant(self) -> Variant:
         if self._variant is None:
-            self._variant = make_variant(dict(self.spec["variant"]))
+            recorded = self.spec["variant"]
+            self._variant = make_variant(variant_config(recorded["name"], recorded))
         return self._variant
 
     def records(self, sample: dict) -> np.ndarray:

@@ -37,6 +37,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from data import urls
+from data.config import RemoteConfig
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +101,12 @@ def configure(transport: Transport | None) -> None:
     _stores.clear()
 
 
-def transport_from_config(c: dict) -> Transport:
-    """``Transport`` from a resolved build or train config (``remote``, ``data.cache_*``)."""
-    data = c.get("data") or {}
-    return Transport(
-        **(c.get("remote") or {}),
-        cache_dir=data.get("cache_dir"),
-        cache_bytes=int(data.get("cache_bytes") or 0),
-    )
+def transport_from_config(
+    remote: RemoteConfig, cache_dir: str | None, cache_bytes: int
+) -> Transport:
+    """``Transport`` from the ``remote`` section and ``data.cache_dir``/``cache_bytes`` (a build
+    has no cache: None, 0)."""
+    return Transport(**asdict(remote), cache_dir=cache_dir, cache_bytes=int(cache_bytes))
 
 
 def settings() -> Transport:

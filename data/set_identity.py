@@ -34,7 +34,9 @@ def set_identity(
 ) -> dict:
     """The config a set's shards are built from (``recipe``: stored as recipes, not pixels)."""
     return {
-        "variant": {k: v for k, v in variant.cfg.items() if recipe or k not in RECIPE_ONLY_KEYS},
+        "variant": {
+            k: v for k, v in variant.cfg.record().items() if recipe or k not in RECIPE_ONLY_KEYS
+        },
         "source": source.describe(),
         "items": len(source.items),
         "teacher": None if teacher is None else teacher.info.spec,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from data.config import TeacherConfig
 from data.randaug import RandAugment
 from data.recipes import RECIPE_VERSION, ViewCodec, render_versions
 from data.set_storage import set_storage
@@ -56,23 +57,22 @@ def recipe_spec(
     codec: ViewCodec,
     raw_size: int,
     teacher: FrozenTeacher | None,
-    teacher_cfg: dict | None,
+    teacher_cfg: TeacherConfig | None,
     temperature: float,
     top_k: int | None,
 ) -> dict:
     """What the loader and ``data.verify`` need to render a recipe set's views again."""
-    tcfg = teacher_cfg or {}
     return {
         "version": RECIPE_VERSION,
-        "variant": {k: v for k, v in variant.cfg.items() if k != "inpainter"},
+        "variant": {k: v for k, v in variant.cfg.record().items() if k != "inpainter"},
         "codec": codec.spec(),
         "ops": list(RandAugment.OPS),
         "raw_size": raw_size,
         "versions": render_versions(),
         "teacher": {
             "spec": None if teacher is None else teacher.info.spec,
-            "checkpoint": tcfg.get("checkpoint"),
-            "pretrained": tcfg.get("pretrained", True),
+            "checkpoint": None if teacher_cfg is None else teacher_cfg.checkpoint,
+            "pretrained": True if teacher_cfg is None else teacher_cfg.pretrained,
             "temperature": temperature,
             "top_k": top_k,
         },
@@ -84,7 +84,7 @@ def seal_set(
     variant: Variant,
     source: Source,
     teacher: FrozenTeacher | None,
-    teacher_cfg: dict | None,
+    teacher_cfg: TeacherConfig | None,
     n_shards: int,
     config_hash: str,
     codec: ViewCodec | None,

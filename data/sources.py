@@ -30,6 +30,13 @@ from common.folders import (
     safe_key,
 )
 from common.images import load_rgb
+from data.config import (
+    DigitsSourceConfig,
+    ImageFolderSourceConfig,
+    ShardSourceConfig,
+    SourceConfig,
+    UnlabelledSourceConfig,
+)
 from data.tario import samples
 
 
@@ -117,40 +124,17 @@ class ShardSource(Source):
             return load_rgb(f.read(int(size)), max_side)
 
 
-def _root(cfg: dict, kind: str | None) -> None:
-    """Resolve ``root`` (+ optional ``subdir``) in place; an unset root is an error saying how
-    to set it (``hint``, e.g. which environment variable), not a path named "None"."""
-    hint, subdir = cfg.pop("hint", None), cfg.pop("subdir", None)
-    if "root" not in cfg:
-        return
-    if cfg["root"] in (None, ""):
-        raise SourceError(hint or f"source kind {kind!r} needs a root folder; none is set")
-    if subdir:
-        cfg["root"] = str(Path(cfg["root"]) / subdir)
-
-
-def open_source(cfg: dict) -> Source:
-    """Build a source from its config (``kind`` plus that kind's arguments).
-
-    Folder kinds also take ``subdir`` (joined to ``root``) and ``hint`` (the error message when
-    ``root`` is unset, e.g. from a missing environment variable).
-    """
-    cfg = dict(cfg)
-    kind = cfg.pop("kind", None)
-    cfg.pop("name", None)
-    builders = {
-        "imagefolder": ImageFolderSource,
-        "unlabelled": UnlabelledFolderSource,
-        "digits": DigitsSource,
-        "shards": ShardSource,
-    }
-    if kind not in builders:
-        raise SourceError(f"source kind {kind!r} unknown; expected one of {sorted(builders)}")
-    _root(cfg, kind)
-    try:
-        return builders[kind](**cfg)
-    except TypeError as e:
-        raise SourceError(f"bad arguments for source kind {kind!r}: {e}") from e
+def open_source(cfg: SourceConfig) -> Source:
+    """Open the source ``cfg`` describes (data/config.py ``source_config`` types it by kind)."""
+    if isinstance(cfg, ImageFolderSourceConfig):
+        return ImageFolderSource(cfg.path("imagefolder"), cfg.classes_file)
+    if isinstance(cfg, UnlabelledSourceConfig):
+        return UnlabelledFolderSource(cfg.path("unlabelled"))
+    if isinstance(cfg, DigitsSourceConfig):
+        return DigitsSource(cfg.split, cfg.size, cfg.fractions, cfg.seed)
+    if isinstance(cfg, ShardSourceConfig):
+        return ShardSource(cfg.urls, cfg.classes)
+    raise TypeError(f"not a source config: {cfg!r}")
 
 
 __all__ = [

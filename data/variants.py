@@ -25,8 +25,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from common.images import EVAL_CROP_PCT, BadImage, center_view
+from common.images import BadImage, center_view
 from data.augment import random_resized_box, to_chw, to_hwc
+from data.config import (
+    CropVariantConfig,
+    ExtraVariantConfig,
+    InpaintVariantConfig,
+    MixupVariantConfig,
+    PackedVariantConfig,
+    RandAugVariantConfig,
+    VariantConfig,
+    variant_kind,
+)
 from data.randaug import RandAugment
 from data.render import BadRecipe, crop_resize, mix
 from data.sources import Item, Source
@@ -61,7 +71,7 @@ def shuffled_order(n: int, seed: int) -> list[int]:
 
 
 class Variant(ABC):
-    """A named recipe; ``cfg`` holds ``name``, ``replicas``, ``seed``, ``image_size`` and more.
+    """A named recipe made from its typed config (data/config.py, one dataclass per kind).
 
     A view is planned, then rendered: ``plan`` draws every random choice of one view into a small
     dict (crop box, ops, partner, weight, mask seed) and ``render`` turns that dict and the source
@@ -72,21 +82,21 @@ class Variant(ABC):
     kind = "variant"
     group = 1  # images one view may read: itself and, for mixup, the partners in its group
 
-    def __init__(self, cfg: dict) -> None:
+    def __init__(self, cfg: VariantConfig) -> None:
         self.cfg = cfg
-        self.name = cfg["name"]
-        self.replicas = int(cfg.get("replicas", 1))
-        self.seed = int(cfg.get("seed", 0))
-        self.size = int(cfg["image_size"])
-        self.crop_scale = tuple(cfg.get("crop_scale", (0.08, 1.0)))
-        if int(cfg.get("pack", 8)) < 1:
-            raise ValueError(f"variant {self.name!r}: pack must be >= 1, got {cfg['pack']}")
+        self.name, self.replicas, self.seed, self.size = (
+            cfg.name,
+            cfg.replicas,
+            cfg.seed,
+            cfg.image_size,
+        )
+        self.crop_scale = cfg.crop_scale if isinstance(cfg, CropVariantConfig) else None
 
     @property
     def pack(self) -> int:
-        """Recipe sets: source images per tar sample (``pack``, default 8). Their view records
-        share one member, so its tar and .npy headers are spread over pack x replicas records."""
-        return int(self.cfg.get("pack", 8))
+        """Recipe sets: source images per tar sample (``pack``). Their view records share one
+        member, so its tar and .npy headers are spread over pack x replicas records."""
+        return self.cfg.pack if isinstance(self.cfg, PackedVariantConfig) else 1
 
     def units(self, source: Source) -> list[Unit]:
         """Every replica of every item, each replica pass in its own shuffled order."""
@@ -128,10 +138,9 @@ class Variant(ABC):
 class RandAugVariant(Variant):
     kind = "randaug"
 
-    def __init__(self, cfg: dict) -> None:
+    def __init__(self, cfg: RandAugVariantConfig) -> None:
         super().__init__(cfg)
-        ra = cfg.get("randaugment", {})
-        self.num_ops, self.magnitude = int(ra.get("num_ops", 2)), int(ra.get("magnitude", 9))
+        self.num_ops, self.magnitude = cfg.randaugment.num_ops, cfg.randaugment.magnitude
         self.randaugment = RandAugment(self.num_ops, self.magnitude)
 
     def plan(self, shapes, i, rng, nrng):
@@ -151,12 +160,9 @@ class RandAugVariant(Variant):
 class MixupVariant(Variant):
     kind = "mixup"
 
-    def __init__(self, cfg: dict) -> None:
+    def __init__(self, cfg: MixupVariantConfig) -> None:
         super().__init__(cfg)
-        self.group = int(cfg.get("group", 8))
-        self.alpha = float(cfg.get("alpha", 1.0))
-        if self.group < 2:
-            raise ValueError(f"mixup variant {self.name!r}: group must be >= 2, got {self.group}")
+        self.group, self.alpha = cfg.group, cfg.alpha
 
     @property
     def pack(self) -> int:
@@ -230,15 +236,12 @@ class MixupVariant(Variant):
 class InpaintVariant(Variant):
     kind = "inpaint"
 
-    def __init__(self, cfg: dict, inpainter: Callable | None = None) -> None:
+    def __init__(self, cfg: InpaintVariantConfig, inpainter: Callable | None = None) -> None:
         super().__init__(cfg)
         from data.inpaint import OpenCVInpainter
 
-        self.inpainter = inpainter or OpenCVInpainter(
-            cfg.get("method", "telea"), float(cfg.get("radius", 3.0))
-        )
-        self.area = tuple(cfg.get("mask_area", (0.05, 0.25)))
-        self.mask_kinds = tuple(cfg.get("mask_kinds", ("rect", "stroke")))
+        self.inpainter = inpainter or OpenCVInpainter(cfg.method, cfg.radius)
+        self.area, self.mask_kinds = cfg.mask_area, cfg.mask_kinds
 
     def plan(self, shapes, i, rng, nrng):
         recipe = super().plan(shapes, i, rng, nrng)
@@ -265,8 +268,7 @@ class ExtraVariant(RandAugVariant):
 
     kind = "extra"
 
-    def __init__(self, cfg: dict) -> None:
-        cfg = {**cfg, "randaugment": cfg.get("randaugment", {"num_ops": 2, "magnitude": 5})}
+    def __init__(self, cfg: ExtraVariantConfig) -> None:
         super().__init__(cfg)
         self.selection: list[tuple[int, int, int]] | None = None  # (item, class, copy)
 
@@ -291,7 +293,7 @@ class PlainVariant(Variant):
     kind = "plain"
 
     def plan(self, shapes, i, rng, nrng):
-        return {"crop_pct": float(self.cfg.get("crop_pct", EVAL_CROP_PCT))}
+        return {"crop_pct": self.cfg.crop_pct}
 
     def render(self, recipe, images, i):
         return to_hwc(center_view(to_chw(images[i]), self.size, recipe["crop_pct"]))
@@ -302,10 +304,9 @@ VARIANTS: dict[str, type[Variant]] = {
 }
 
 
-def make_variant(cfg: dict, inpainter: Callable | None = None) -> Variant:
-    kind = cfg.get("kind")
-    if kind not in VARIANTS:
-        raise ValueError(f"variant kind {kind!r} unknown; expected one of {sorted(VARIANTS)}")
+def make_variant(cfg: VariantConfig, inpainter: Callable | None = None) -> Variant:
+    """The variant of ``cfg``'s kind (``inpainter``: the inpaint kind's, built from its config)."""
+    kind = variant_kind(cfg)
     if kind == "inpaint":
         return InpaintVariant(cfg, inpainter)
     return VARIANTS[kind](cfg)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from common.images import decode_jpeg
 from data import remote, urls
+from data.config import TeacherConfig
 from data.labels import decode_soft_label
 from data.recipes import (
     BadRecipe,
@@ -45,24 +46,29 @@ def _teacher(m, override: str | None, device: str):
 
     recorded = (m.data.get("recipe") or {}).get("teacher") or {}
     if override:
-        cfg = {"spec": override, "checkpoint": None, "pretrained": False}
-        if Path(override).is_file():
-            cfg = {"spec": override, "checkpoint": override, "pretrained": False}
+        checkpoint = override if Path(override).is_file() else None
+        spec, pretrained = override, False
     elif recorded.get("checkpoint") or recorded.get("spec"):
-        cfg = {
-            "spec": recorded["spec"],
-            "checkpoint": recorded.get("checkpoint"),
-            "pretrained": recorded.get("pretrained", True),
-        }
+        spec, checkpoint = recorded["spec"], recorded.get("checkpoint")
+        pretrained = recorded.get("pretrained", True)
     else:
         raise VerifyError(
             f"{m.set_dir}: the manifest does not say which teacher labelled it; pass --teacher "
             "<checkpoint or spec>"
         )
+    # the teacher as recorded, run as a build runs it by default (float32, no channels_last)
+    cfg = TeacherConfig(
+        spec=spec,
+        checkpoint=checkpoint,
+        pretrained=pretrained,
+        train_if_missing=False,
+        channels_last=False,
+        autocast=None,
+    )
     try:
         return teacher_from_config(cfg, num_classes=m.num_classes).to(device)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
-        raise VerifyError(f"cannot load the teacher {cfg['spec']!r}: {e}") from e
+        raise VerifyError(f"cannot load the teacher {cfg.spec!r}: {e}") from e
 
 
 def _picked(m, n: int, seed: int) -> dict[str, list[tuple[int, float, float]]]:

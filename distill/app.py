@@ -25,6 +25,7 @@ from common.files import wait_for_files
 from common.weights import CheckpointError as WeightsError
 from data import remote, urls
 from data.build import BuildConfigError
+from data.config import RemoteConfig, TeacherConfig, build_sections, typed
 from data.datamodule import live_sets
 from data.remote import RemoteError
 from data.sources import SourceError
@@ -257,7 +258,7 @@ def check_live_teacher(c: dict) -> None:
             f"weights of {t['spec']}"
         )
     try:
-        teacher_needs_training(t)
+        teacher_needs_training(typed(TeacherConfig, t, "teacher"))
     except MissingTeacherError as e:
         raise UsageError(f"mode={mode} runs the teacher in the training step: {e}") from None
 
@@ -296,7 +297,7 @@ def ensure_data(c: dict) -> None:
         )
         return
     log.info("building shard sets %s under %s", missing, root)
-    reports = build_from_config(c, missing, out_dir=root)
+    reports = build_from_config(build_sections(c), missing, root)
     print(summary(reports, root))
 
 
@@ -557,7 +558,10 @@ SETUP_ERRORS = (
 
 def prepare_data(c: dict) -> None:
     """``ensure_data``, with config mistakes and unreachable or refused sets as one-line errors."""
-    remote.configure(remote.transport_from_config(c))
+    remote_cfg = typed(RemoteConfig, c["remote"], "remote")
+    remote.configure(
+        remote.transport_from_config(remote_cfg, c["data"]["cache_dir"], c["data"]["cache_bytes"])
+    )
     try:
         ensure_data(c)
     except SETUP_ERRORS as e:
@@ -578,7 +582,8 @@ def distil(c: dict, out: Path, resume: tuple[str | None, int]) -> tuple:
     teacher = None
     if c["mode"] in LIVE_TEACHER_MODES or c["loss"]["feature_weight"] > 0:
         try:
-            teacher = teacher_from_config(c["teacher"], num_classes=dm.num_classes)
+            tcfg = typed(TeacherConfig, c["teacher"], "teacher")
+            teacher = teacher_from_config(tcfg, num_classes=dm.num_classes)
         except TeacherWeightsUnavailable as e:  # no checkpoint and no hub: one line, no traceback
             raise UsageError(
                 f"mode={c['mode']} runs the teacher in the training step: {e}"

@@ -8,7 +8,7 @@ checkpoint records the spec, classes, preprocessing and the validation accuracy
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 
@@ -26,33 +26,33 @@ from common.schedule import warmup_cosine
 from teachers.checkpoint import save_teacher
 from teachers.evaluate import evaluate
 from teachers.preprocess import Preprocessing
+from teachers.recipe import TeacherRecipe
 from teachers.zoo import BuiltModel, build_model
 
-
-@dataclass
-class TeacherRecipe:
-    """Hyper-parameters of the supervised teacher recipe (defaults suit small datasets)."""
-
-    image_size: int = 224
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    warmup_epochs: float = 2.0
-    label_smoothing: float = 0.1
-    crop_scale: tuple[float, float] = (0.35, 1.0)
-    randaugment_ops: int = 2
-    randaugment_magnitude: int = 9
-    mixup_alpha: float = 0.2
-    cutmix_alpha: float = 1.0
-    mix_prob: float = 0.5
-    hflip: bool = True
-    crop_pct: float = EVAL_CROP_PCT
-    seed: int = 0
-    num_workers: int = 0
-    accelerator: str = "auto"
-    devices: int | str = 1
-    precision: str = "32-true"
+# python -m teachers.train's defaults: fine-tuning on an image folder (the Hydra apps read their
+# recipe from conf/teacher/*.yaml instead)
+CLI_DEFAULTS = TeacherRecipe(
+    image_size=224,
+    epochs=30,
+    batch_size=64,
+    lr=2e-3,
+    weight_decay=0.05,
+    warmup_epochs=2.0,
+    label_smoothing=0.1,
+    crop_scale=(0.35, 1.0),
+    randaugment_ops=2,
+    randaugment_magnitude=9,
+    mixup_alpha=0.2,
+    cutmix_alpha=1.0,
+    mix_prob=0.5,
+    hflip=True,
+    crop_pct=EVAL_CROP_PCT,
+    seed=0,
+    num_workers=0,
+    accelerator="auto",
+    devices=1,
+    precision="32-true",
+)
 
 
 class ImageDataset(Dataset):
@@ -148,7 +148,7 @@ def train_teacher(
     val_labels: torch.Tensor | None,
     num_classes: int,
     out: str | Path,
-    recipe: TeacherRecipe | None = None,
+    recipe: TeacherRecipe,
     *,
     classes: list[str] | None = None,
     checkpoint: str | Path | None = None,
@@ -165,7 +165,6 @@ def train_teacher(
 
     Returns the validation metrics and the checkpoint path.
     """
-    recipe = recipe or TeacherRecipe()
     L.seed_everything(recipe.seed, workers=True, verbose=False)
     built = _build(spec, num_classes, recipe, classes, checkpoint, pretrained, mean, std)
     train_loader, val_loader = _loaders(recipe, train_images, train_labels, val_images, val_labels)
@@ -280,14 +279,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, required=True, help="checkpoint path (.safetensors)")
     p.add_argument("--pretrained", action="store_true", help="fine-tune from published weights")
     p.add_argument("--checkpoint", type=Path, help="fine-tune from local weights")
-    defaults = TeacherRecipe()
-    for field, value in asdict(defaults).items():
+    for field, value in asdict(CLI_DEFAULTS).items():
         if isinstance(value, tuple):
             continue
         kind = type(value) if not isinstance(value, bool) else (lambda s: s.lower() == "true")
         p.add_argument(f"--{field.replace('_', '-')}", type=kind, default=value)
     args = p.parse_args(argv)
-    recipe = TeacherRecipe(**{k: getattr(args, k) for k in asdict(defaults) if hasattr(args, k)})
+    recipe = replace(
+        CLI_DEFAULTS, **{k: getattr(args, k) for k in asdict(CLI_DEFAULTS) if hasattr(args, k)}
+    )
     tr_x, tr_y, va_x, va_y, classes, sources = _load_data(args.data, recipe.image_size, recipe.seed)
     result = train_teacher(
         args.spec,

@@ -13,6 +13,7 @@ from data.augment import to_chw
 from data.builder import build_sets
 from data.sources import ImageFolderSource, UnlabelledFolderSource
 from teachers import create_teacher
+from testkit.configs import build_cfg, variant_cfg
 from tests.helpers import read_samples, save_random_teacher, write_digit_folder
 
 
@@ -44,39 +45,36 @@ def rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 
 SIZE = 32
-BUILD = {"shard_size": 13, "batch_size": 8, "num_workers": 0, "progress": False}
+BUILD = build_cfg(shard_size=13, batch_size=8, num_workers=0, progress=False)
 
 
 def variant_cfgs(threshold: float) -> dict[str, dict]:
     common = {"image_size": SIZE, "jpeg_quality": 90, "crop_scale": [0.5, 1.0]}
     return {
-        "randaug": {
+        "randaug": variant_cfg(
             **common,
-            "kind": "randaug",
-            "source": "train",
-            "replicas": 2,
-            "seed": 1,
-            "randaugment": {"num_ops": 2, "magnitude": 9},
-        },
-        "mixup": {**common, "kind": "mixup", "source": "train", "replicas": 1, "seed": 2},
-        "inpaint": {
+            kind="randaug",
+            source="train",
+            replicas=2,
+            seed=1,
+            randaugment={"num_ops": 2, "magnitude": 9},
+        ),
+        "mixup": variant_cfg(**common, kind="mixup", source="train", replicas=1, seed=2),
+        "inpaint": variant_cfg(
+            **common, kind="inpaint", source="train", replicas=1, seed=3, mask_area=[0.1, 0.2]
+        ),
+        "extra": variant_cfg(
             **common,
-            "kind": "inpaint",
-            "source": "train",
-            "replicas": 1,
-            "seed": 3,
-            "mask_area": [0.1, 0.2],
-        },
-        "extra": {
-            **common,
-            "kind": "extra",
-            "source": "pool",
-            "replicas": 2,
-            "seed": 4,
-            "threshold": threshold,
-            "randaugment": {"num_ops": 2, "magnitude": 5},
-        },
-        "val": {**common, "kind": "plain", "source": "val", "replicas": 1, "crop_pct": 1.0},
+            kind="extra",
+            source="pool",
+            replicas=2,
+            seed=4,
+            threshold=threshold,
+            randaugment={"num_ops": 2, "magnitude": 5},
+        ),
+        "val": variant_cfg(
+            image_size=SIZE, jpeg_quality=90, kind="plain", source="val", replicas=1, crop_pct=1.0
+        ),
     }
 
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from data.builder import build_sets
+from data.config import TeacherConfig
 from data.datamodule import DistillDataModule
 from data.recipes import VIEWS, Replayer, ReplicaPicker, group_size, pixel_hash, view_digest
 from data.shards import read_manifest, shard_name, write_set_json, write_shard
@@ -21,6 +22,7 @@ from data.stream import NoUsableSample, expand_groups, loader, train_pipeline
 from data.verify import main as verify_main
 from data.verify import verify
 from teachers import create_teacher, soft_labels
+from testkit.configs import build_cfg, variant_cfg
 from tests.helpers import read_samples, save_random_teacher
 
 FRACTIONS = {"labelled": 0.03, "pool": 0.05, "val": 0.03}
@@ -30,10 +32,10 @@ REPLICAS = {"randaug": 6, "mixup": 5, "inpaint": 2, "extra": 3}
 def _variants() -> dict[str, dict]:
     common = {"image_size": 32, "raw_size": 32, "jpeg_quality": 90, "crop_scale": [0.4, 1.0]}
     return {
-        "randaug": {**common, "kind": "randaug", "source": "labelled", "seed": 1},
-        "mixup": {**common, "kind": "mixup", "source": "labelled", "seed": 2, "group": 4},
-        "inpaint": {**common, "kind": "inpaint", "source": "labelled", "seed": 3},
-        "extra": {**common, "kind": "extra", "source": "pool", "seed": 4, "threshold": 0.0},
+        "randaug": variant_cfg(**common, kind="randaug", source="labelled", seed=1),
+        "mixup": variant_cfg(**common, kind="mixup", source="labelled", seed=2, group=4),
+        "inpaint": variant_cfg(**common, kind="inpaint", source="labelled", seed=3),
+        "extra": variant_cfg(**common, kind="extra", source="pool", seed=4, threshold=0.0),
     }
 
 
@@ -45,11 +47,17 @@ def recipe_sets(tmp_path_factory):
     teacher = create_teacher(ckpt)
     sources = {s: DigitsSource(s, 32, FRACTIONS) for s in ("labelled", "pool")}
     variants = {n: {**v, "replicas": REPLICAS[n]} for n, v in _variants().items()}
-    build = {"shard_size": 16, "batch_size": 16, "num_workers": 0, "progress": False}
+    build = build_cfg(shard_size=16, batch_size=16, num_workers=0, progress=False)
     build.update(store="recipe", top_k=3)
-    reports = build_sets(
-        variants, sources, teacher, root / "shards", build, teacher_cfg={"checkpoint": str(ckpt)}
+    tcfg = TeacherConfig(
+        spec="timm:resnet10t",
+        checkpoint=str(ckpt),
+        pretrained=True,
+        train_if_missing=False,
+        channels_last=False,
+        autocast=None,
     )
+    reports = build_sets(variants, sources, teacher, root / "shards", build, teacher_cfg=tcfg)
     return root / "shards", teacher, sources, {r.name: r for r in reports}
 
 
@@ -92,7 +100,7 @@ def test_samples_pack_8_images_and_never_more_than_a_shard_holds(recipe_sets, tm
     mixup = [group_size(s) for _, s in _all_samples(root / "mixup")]
     assert max(mixup) == 4 and sorted(mixup)[1] == 4  # partner groups; only the last is short
     ra = {**_variants()["randaug"], "replicas": 1}
-    build = {"store": "recipe", "shard_size": 3, "num_workers": 0, "progress": False}
+    build = build_cfg(store="recipe", shard_size=3, num_workers=0, progress=False)
     build_sets({"ra": ra}, sources, teacher, tmp_path, build)
     m = read_manifest(tmp_path / "ra")
     per_shard = [sum(group_size(s) for s in read_samples(u).values()) for u in m.urls()]
@@ -102,8 +110,8 @@ def test_samples_pack_8_images_and_never_more_than_a_shard_holds(recipe_sets, tm
 def test_pixel_sets_keep_their_identity_and_plain_sets_stay_pixels(recipe_sets, tmp_path):
     root, teacher, sources, _ = recipe_sets
     ra = {**_variants()["randaug"], "replicas": 1}
-    val = {"image_size": 32, "kind": "plain", "source": "labelled", "replicas": 1}
-    build = {"shard_size": 64, "num_workers": 0, "progress": False}
+    val = variant_cfg(image_size=32, kind="plain", source="labelled", replicas=1)
+    build = build_cfg(shard_size=64, num_workers=0, progress=False)
     build_sets({"ra": ra}, sources, teacher, tmp_path / "px", {**build, "store": "pixels"})
     ident = json.loads((tmp_path / "px" / "ra" / "build.json").read_text())["config"]
     assert "store" not in ident and "raw_size" not in ident["variant"]  # hash as before

@@ -20,6 +20,7 @@ from data.builder import build_sets
 from data.shards import read_manifest
 from data.sources import ImageFolderSource
 from teachers import build_model, create_teacher, save_teacher
+from testkit.configs import build_cfg, variant_cfg
 from tests.helpers import read_samples, write_digit_folder
 
 from .conftest import rgb
@@ -72,7 +73,7 @@ def messy_folder(tmp_path_factory) -> tuple[Path, dict[str, str], set[str]]:
 def test_every_bad_input_is_skipped_by_name_and_no_good_image_is_lost(messy_folder, tmp_path):
     root, bad, good = messy_folder
     source = ImageFolderSource(root, classes_file=root.parent / "classes.txt")
-    variants = {"plain": {"kind": "plain", "source": "s", "image_size": 32, "crop_pct": 1.0}}
+    variants = {"plain": variant_cfg(kind="plain", source="s", image_size=32, crop_pct=1.0)}
     teacher = create_teacher(
         save_teacher(
             build_model("timm:resnet10t", 3, pretrained=False),
@@ -81,7 +82,7 @@ def test_every_bad_input_is_skipped_by_name_and_no_good_image_is_lost(messy_fold
         )
     )
     reports = build_sets(
-        variants, {"s": source}, teacher, tmp_path, {"progress": False, "shard_size": 8}
+        variants, {"s": source}, teacher, tmp_path, build_cfg(progress=False, shard_size=8)
     )
     report = reports[0]
     skipped = {str(Path(ref).relative_to(root)): reason for ref, reason in report.skipped}

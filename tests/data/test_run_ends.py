@@ -23,6 +23,7 @@ from data.datamodule import DistillDataModule
 from data.shards import ManifestError, read_manifest
 from data.sources import ImageFolderSource
 from data.stream import loader, train_pipeline, val_pipeline
+from testkit.configs import build_cfg, variant_cfg
 from tests.helpers import write_set
 
 from .conftest import rgb, set_keys
@@ -299,9 +300,9 @@ def test_manifest_counts_every_skipped_input_including_the_source_listing(tmp_pa
     Image.fromarray(rgb(64, 64, seed=9)).save(buf, format="JPEG")
     (root / "2" / "cut.jpg").write_bytes(buf.getvalue()[:600])  # fails only when decoded
     variants = {
-        "plain": {"kind": "plain", "source": "s", "image_size": 16, "crop_pct": 1.0, "label": False}
+        "plain": variant_cfg(kind="plain", source="s", image_size=16, crop_pct=1.0, label=False)
     }
-    cfg = {"shard_size": 4, "batch_size": 4, "num_workers": 0, "progress": False}
+    cfg = build_cfg(shard_size=4, batch_size=4, num_workers=0, progress=False)
     (report,) = build_sets(variants, {"s": ImageFolderSource(root)}, None, tmp_path / "out", cfg)
     m = read_manifest(tmp_path / "out" / "plain")
     assert m.num_samples == 6

@@ -13,6 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from data.config import TeacherConfig, typed
 from data.datamodule import DistillDataModule
 from data.live import live_per_batch
 from data.recipes import Replayer, pixel_hash
@@ -92,7 +93,7 @@ def test_hybrid_batches_put_a_fixed_count_of_fresh_unlabelled_live_views_first(c
 
 
 def test_hybrid_fit_runs_the_teacher_on_the_live_views_only(cfg, tmp_path):
-    teacher = teacher_from_config(cfg["teacher"], num_classes=10)
+    teacher = teacher_from_config(typed(TeacherConfig, cfg["teacher"], "teacher"), num_classes=10)
     module = DistillModule(
         "mnv4_conv_s", 10, teacher, mode="hybrid", **module_kwargs(ema={"decay": 0.9})
     )
@@ -175,7 +176,7 @@ def test_live_teacher_other_than_the_stored_sets_is_warned_and_recorded(cfg, tmp
     c = {**cfg, "teacher": {**cfg["teacher"], "checkpoint": str(other)}}
     dm = _dm(c)
     dm.prepare()
-    teacher = teacher_from_config(c["teacher"], num_classes=10)
+    teacher = teacher_from_config(typed(TeacherConfig, c["teacher"], "teacher"), num_classes=10)
     with caplog.at_level(logging.WARNING, logger="distill"):
         record = live_teacher_record(c, dm, teacher)
     assert record["differs"] == ["randaug"] and record["checkpoint"] == str(other)
@@ -183,7 +184,12 @@ def test_live_teacher_other_than_the_stored_sets_is_warned_and_recorded(cfg, tmp
     assert labelled_by == cfg["teacher"]["checkpoint"]
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert str(other) in warning and labelled_by in warning
-    assert live_teacher_record(cfg, dm, teacher_from_config(cfg["teacher"], 10))["differs"] == []
+    assert (
+        live_teacher_record(
+            cfg, dm, teacher_from_config(typed(TeacherConfig, cfg["teacher"], "teacher"), 10)
+        )["differs"]
+        == []
+    )
 
 
 @pytest.mark.slow  # two processes (DDP over gloo), started like a user does

@@ -281,13 +281,18 @@ E2E = [
 
 @pytest.mark.parametrize("mode,overrides", E2E, ids=[" ".join(o) + f" {m}" for m, o in E2E])
 def test_each_loss_trains_a_few_steps_with_a_real_trainer(mode, overrides, tiny_cache, tmp_path):
+    from data.config import TeacherConfig, typed
     from data.datamodule import DistillDataModule
     from data.teacher_setup import teacher_from_config
     from distill.module import DistillModule
 
     cfg = compose_train(["+student=mnv4_conv_s", *tiny_cache, *overrides], tmp_path)
     c = OmegaConf.to_container(cfg, resolve=True)
-    teacher = teacher_from_config(c["teacher"], num_classes=10) if mode == "online" else None
+    teacher = (
+        teacher_from_config(typed(TeacherConfig, c["teacher"], "teacher"), num_classes=10)
+        if mode == "online"
+        else None
+    )
     module = DistillModule("mnv4_conv_s", 10, teacher, mode=mode, **module_sections(c))
     d = c["data"]
     dm = DistillDataModule(

@@ -9,6 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from data.config import TeacherConfig, typed
 from data.datamodule import DistillDataModule
 from data.teacher_setup import teacher_from_config
 from distill.config import module_kwargs
@@ -69,7 +70,7 @@ def test_offline_training_moves_the_student_and_logs_distillation_metrics(cfg, t
 
 
 def test_online_teacher_and_student_receive_the_same_mixed_tensor(cfg, tmp_path):
-    teacher = teacher_from_config(cfg["teacher"], num_classes=10)
+    teacher = teacher_from_config(typed(TeacherConfig, cfg["teacher"], "teacher"), num_classes=10)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     module = DistillModule(
         "mnv4_conv_s",
@@ -96,7 +97,7 @@ def test_online_teacher_and_student_receive_the_same_mixed_tensor(cfg, tmp_path)
 
 
 def test_teacher_is_neither_registered_nor_checkpointed(cfg, tmp_path):
-    teacher = teacher_from_config(cfg["teacher"], num_classes=10)
+    teacher = teacher_from_config(typed(TeacherConfig, cfg["teacher"], "teacher"), num_classes=10)
     module = DistillModule("mnv4_conv_s", 10, teacher, mode="online", **module_kwargs())
     assert not any(p is q for p in module.parameters() for q in teacher.parameters())
     trainer = _trainer(tmp_path, 2, limit_val_batches=0)
@@ -108,7 +109,7 @@ def test_teacher_is_neither_registered_nor_checkpointed(cfg, tmp_path):
 
 
 def test_feature_distillation_projects_1280_to_the_teachers_width(cfg, tmp_path):
-    teacher = teacher_from_config(cfg["teacher"], num_classes=10)
+    teacher = teacher_from_config(typed(TeacherConfig, cfg["teacher"], "teacher"), num_classes=10)
     module = DistillModule(
         "mnv4_conv_s",
         10,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from common.digits import DIGIT_CLASSES, load_digits_images, stratified_split
 from teachers import create_teacher, evaluate, read_teacher_metadata
-from teachers.train import TeacherRecipe, eval_transform, train_teacher
+from teachers.train import CLI_DEFAULTS, eval_transform, train_teacher
 
 
 @pytest.mark.slow
@@ -15,7 +17,8 @@ def test_digits_teacher_trains_above_90_percent_and_reloads(tmp_path):
     images, labels = load_digits_images(32)
     split = stratified_split(labels, {"train": 0.8, "val": 0.2}, seed=0)
     tr, va = split["train"], split["val"]
-    recipe = TeacherRecipe(
+    recipe = replace(
+        CLI_DEFAULTS,
         image_size=32,
         epochs=8,
         batch_size=64,
