@@ -72,3 +72,13 @@ def make_loggers(c: dict, out: Path, run_name: str, resume_step: int | None = No
         if wandb_logger is not None:
             loggers.append(wandb_logger)
     return loggers
+
+
+def close_loggers(c: dict, loggers: list) -> None:
+    """Finalize the fit's loggers; close the W&B run so the next fit starts its own."""
+    for logger in loggers:
+        logger.finalize("success")
+    if "wandb" in c.get("logger", {}):
+        from distill.wandb import finish
+
+        finish()

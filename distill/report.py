@@ -8,7 +8,7 @@ the validation images where student and teacher disagree most. The per-class num
 exported student's (the weights the export chose) on the whole validation set, run on CPU; the
 teacher's are the soft labels stored in the validation shards.
 
-Every run writes its report at the end (``report.enabled``, ``distill.app.finish_run``); a
+Every run writes its report at the end (``report.enabled``, ``distill.finish.finish_run``); a
 failed report is a warning, never a lost run. With ``logger=wandb`` the figures and a per-class
 table also go to W&B, as a run of their own (``<run name>-report``, job type ``report``, files
 under ``<run dir>/report/wandb``).

@@ -28,8 +28,10 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
 import students
-from distill.app import UsageError, prepare_data, write_json
-from distill.app import datamodule as distill_datamodule
+from distill.app import prepare_data
+from distill.cli_checks import UsageError
+from distill.factories import make_datamodule as distill_datamodule
+from distill.results import write_json
 from nas.latency import BlockKey, HeadRow, LatencyTable, Setup, network_blocks
 from nas.search import Context, StageSettings, run_stage, supernet_weights
 from nas.space import (
@@ -100,8 +102,8 @@ def check_values(c: dict) -> None:
 
 def start(cfg: DictConfig) -> dict:
     """Check the command line, resolve the config, seed; the resolved config."""
-    from distill.app import _quiet_libraries
     from distill.config import check_schema
+    from distill.quiet import quiet_libraries
 
     if OmegaConf.is_missing(cfg.nas, "space"):
         raise UsageError(f"choose a preset: {PRESETS_HINT}")
@@ -113,7 +115,7 @@ def start(cfg: DictConfig) -> dict:
         c["nas"] = nas_section(c["nas"])
     except ValueError as e:
         raise UsageError(str(e)) from None
-    _quiet_libraries()
+    quiet_libraries()
     check_values(c)
     out = Path(c["paths"]["output_dir"])
     if c["nas"]["resume"] and not (out / "checkpoints").is_dir():

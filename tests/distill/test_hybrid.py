@@ -18,9 +18,11 @@ from data.live import live_per_batch
 from data.recipes import Replayer, pixel_hash
 from data.shards import read_manifest
 from data.teacher_setup import teacher_from_config
-from distill.app import UsageError, check_values, live_teacher_record
+from distill.cli_checks import UsageError
 from distill.config import module_kwargs
 from distill.module import DistillModule
+from distill.training import live_teacher_record
+from distill.value_checks import check_values
 from teachers.preprocess import to_model_input
 from tests.helpers import read_samples, run_module, save_random_teacher
 
@@ -33,7 +35,7 @@ HYBRID = ["mode=hybrid", "data.train_sets={randaug:1,mixup:1,extra:0}", "variant
 def cfg(tiny_cache, tmp_path_factory):
     """The tiny cache plus its mixup set (one stored replica per image), as a hybrid run sees
     it: randaug stored, mixup live."""
-    from distill.app import ensure_data
+    from data.provision import ensure_data
 
     out = tmp_path_factory.mktemp("hybrid_out")
     c = OmegaConf.to_container(

@@ -17,7 +17,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from data import remote
-from distill.app import UsageError, prepare_data, run
+from distill.app import prepare_data, run
+from distill.cli_checks import UsageError
 from testkit.servers import CREDENTIALS, RangeServer, free_port, python_env
 from tests.distill.conftest import compose_train
 from tests.helpers import REPO, save_random_teacher
