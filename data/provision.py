@@ -1,10 +1,12 @@
-"""The run's data: build whichever configured shard sets are missing (rank 0 only; the other
-ranks wait for their manifests), and refuse built sets stored other than ``build.store`` says."""
+"""A run's shard sets: build whichever are missing (rank 0 only; the other ranks wait for their
+manifests), and refuse built sets stored other than ``build.store`` says. Which sets a run needs
+and how they are built is the caller's (``distill.run_sets``)."""
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Collection, Mapping
 
 from common.files import wait_for_files
 from data import remote, urls
@@ -21,24 +23,26 @@ def is_launcher_rank_zero() -> bool:
     return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
 
 
-def ensure_data(c: dict) -> None:
-    """Build whichever configured shard sets are missing (rank 0 only; others wait for them)."""
-    from data.build import build_from_config
+def ensure_sets(
+    root: str,
+    wanted: Collection[str],
+    store: str,
+    variants: Mapping[str, Mapping],
+    build_if_missing: bool,
+    build: Callable[[list[str]], list],
+) -> None:
+    """Build the sets of ``wanted`` missing under ``root`` with ``build(missing)`` (its reports)
+    on rank 0, the other ranks wait for them; built sets must be stored as ``store`` says
+    (``variants``: the configured variants, by set name)."""
     from data.builder import summary
 
-    root = urls.check(c["data"]["root"])
-    wanted = {n for n, w in c["data"]["train_sets"].items() if w > 0} | {c["data"]["val_set"]}
-    # hybrid builds the offline sets: stored labels for some, source images for live recipes
-    if c["mode"] == "online":
-        wanted = {c["data"]["online"]["set"], c["data"]["val_set"]}
-    if c.get("baseline", {}).get("enabled"):
-        wanted |= {n for n, w in c["baseline"]["train_sets"].items() if w > 0}
+    root = urls.check(root)
     remote.check_reachable(root)
     missing = sorted(n for n in wanted if not remote.exists(urls.join(root, n, "manifest.json")))
-    check_storage(c, root, sorted(wanted - set(missing)))
+    check_storage(root, sorted(set(wanted) - set(missing)), store, variants)
     if not missing:
         return
-    if not c["data"].get("build_if_missing", True):
+    if not build_if_missing:
         raise FileNotFoundError(
             f"shard sets {missing} not found under {urls.redact(root)}; build them with python -m data.build "
             "or set data.build_if_missing=true"
@@ -50,19 +54,19 @@ def ensure_data(c: dict) -> None:
         )
         return
     log.info("building shard sets %s under %s", missing, root)
-    reports = build_from_config(c, missing, out_dir=root)
+    reports = build(missing)
     print(summary(reports, root))
 
 
-def check_storage(c: dict, root: str, built: list[str]) -> None:
+def check_storage(root: str, built: list[str], store: str, variants: Mapping[str, Mapping]) -> None:
     """Built sets must be stored the way ``build.store`` says (a changed default must not leave
     a run silently training on the old pixel views), and recipe sets in this loader's format."""
     from data.recipes import RECIPE_VERSION
 
     wrong, stale = [], []
     for name in built:
-        variant = (c.get("variants") or {}).get(name) or {}
-        want = "pixels" if variant.get("kind", "plain") == "plain" else c["build"]["store"]
+        variant = variants.get(name) or {}
+        want = "pixels" if variant.get("kind", "plain") == "plain" else store
         manifest = remote.read_json(urls.join(root, name, "manifest.json"))
         have = (manifest.get("storage") or {}).get("mode", "pixels")
         if have != want:
@@ -79,7 +83,7 @@ def check_storage(c: dict, root: str, built: list[str]) -> None:
     if wrong:
         raise StorageMismatch(
             f"shard sets {', '.join(wrong)} under {urls.redact(root)} are not stored as build.store="
-            f"{c['build']['store']}: rebuild them (python -m data.build build.store="
-            f"{c['build']['store']} overwrite=true only=[{','.join(w.split()[0] for w in wrong)}] "
+            f"{store}: rebuild them (python -m data.build build.store="
+            f"{store} overwrite=true only=[{','.join(w.split()[0] for w in wrong)}] "
             "with this run's dataset options) or pass build.store to match them"
         )

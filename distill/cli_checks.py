@@ -77,7 +77,7 @@ def check_command_line(cfg: DictConfig) -> None:
             f"{e} (a misspelt or extra key? python -m distill --cfg job shows all)"
         ) from None
     name = cfg.student.name
-    if cfg.student.get("spec_file"):
+    if cfg.student.spec_file:
         register_student_spec(cfg.student)
     elif name not in students.list_models():
         raise UsageError(

@@ -7,6 +7,7 @@ import logging
 import time
 from pathlib import Path
 
+from distill.config import TrainConfig
 from distill.results import write_json
 from distill.run_files import store_relative
 from distill.summary import format_summary
@@ -14,23 +15,26 @@ from distill.summary import format_summary
 log = logging.getLogger(__name__)
 
 
-def finish_run(c: dict, summary: dict, result: dict, dm, out: Path, wall_start: float) -> None:
+def finish_run(
+    c: TrainConfig, summary: dict, result: dict, dm, out: Path, wall_start: float
+) -> None:
     """Export the student, write ``results.json``, the report, and print the summary (rank 0)."""
-    if c["export"]["enabled"]:
+    if c.export.enabled:
         summary["exports"] = export_run(c, result, dm, out)
     summary["total_wall_s"] = round(time.perf_counter() - wall_start, 1)
     write_json(out / "results.json", store_relative(summary, out))
     report = None
-    if c["report"]["enabled"]:  # after results.json: a failed report is a warning, not a lost run
+    if c.report.enabled:  # after results.json: a failed report is a warning, not a lost run
         from distill.report import report_run
+        from distill.training import run_name_of
 
-        report = report_run(c, out)
+        report = report_run(out, c.report, c.logger.wandb, run_name_of(c))
     print(format_summary(summary))
     if report is not None:
         print(f"  report                             {report}")
 
 
-def export_run(c: dict, result: dict, dm, out: Path) -> dict:
+def export_run(c: TrainConfig, result: dict, dm, out: Path) -> dict:
     """Export the student; a failed export is reported, never a lost run."""
     from distill.export import export_student
 
@@ -38,16 +42,17 @@ def export_run(c: dict, result: dict, dm, out: Path) -> dict:
         exports = export_student(
             result["module"],
             out / "export",
-            c["student"]["name"],
-            c["export"],
+            c.student.name,
+            c.export,
             result["metrics"],
             dm.classes,
             dm.image_size,
         )
-        if c["export"].get("runtimes"):
+        if c.export.runtimes:
             from distill.export import runtimes_at_end
+            from distill.runtime_inputs import RunData
 
-            exports.update(runtimes_at_end(c, exports, out))
+            exports.update(runtimes_at_end(c.export, RunData.from_train_config(c), exports, out))
         return exports
     except Exception as e:
         log.error("export failed (%s: %s); the checkpoints are in %s", type(e).__name__, e, out)

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from data.shards import ManifestError
+from distill.config import ReportConfig, WandbConfig, section
 from distill.report_data import (
     NotARunError,
     calibration,
@@ -78,26 +79,24 @@ FIGURES = {
 
 def write_report(
     run_dir: str | Path,
-    c: dict | None = None,
-    use_wandb: bool = False,
     max_samples: int | None = None,
+    wandb: WandbConfig | None = None,
+    run_name: str | None = None,
 ) -> Path:
     """Render the report of a finished run; returns the path of ``report.html``.
 
-    ``c`` is the run's resolved config (``finish_run`` has it); without it the config comes from
-    ``<run dir>/.hydra/config.yaml``. ``NotARunError`` when the directory is not a run.
+    ``max_samples``: validation images to use (None: all); with ``wandb`` the figures also go to
+    W&B, as ``<run_name>-report`` (``run_name`` None: ``<student>-<mode>``). ``NotARunError``
+    when the directory is not a run.
     """
     from distill import report_plots as plots
 
     run_dir = Path(run_dir).resolve()
     results = load_results(run_dir)
-    c = c if c is not None else run_config(run_dir)
-    if max_samples is None:
-        max_samples = (c.get("report") or {}).get("max_samples")
     start = time.perf_counter()
     # results.json names the resolved set; the saved config may depend on the environment
     # (paths.cache from DISTILL_CACHE) the run had, not the one the report is rendered in
-    val_dir = results.get("val_set_dir") or val_set_dir(c)
+    val_dir = results.get("val_set_dir") or val_set_dir(run_config(run_dir))
     p = predict(results, val_dir, max_samples=max_samples)
     stats = per_class(p)
     cal_s = calibration(p.student, p.labels)
@@ -130,16 +129,20 @@ def write_report(
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(out)
-    if use_wandb:
-        _to_wandb(c, run_dir, results, headline, paths, p, stats)
+    if wandb is not None:
+        run_name = run_name or f"{results.get('student')}-{results.get('mode')}"
+        _to_wandb(wandb, run_name, run_dir, results, headline, paths, p, stats)
     return out
 
 
-def report_run(c: dict, out: Path) -> Path | None:
-    """The end-of-run hook: the report of ``out``, or None with a warning if it failed."""
+def report_run(
+    out: Path, report: ReportConfig, wandb: WandbConfig | None, run_name: str
+) -> Path | None:
+    """The end-of-run hook: the report of ``out`` (to W&B too when ``wandb`` is enabled), or
+    None with a warning if it failed."""
     try:
-        wcfg = (c.get("logger") or {}).get("wandb")
-        return write_report(out, c, use_wandb=bool(wcfg and wcfg.get("enabled", True)))
+        to_wandb = wandb if wandb is not None and wandb.enabled else None
+        return write_report(out, report.max_samples, to_wandb, run_name)
     except Exception as e:  # the run's results are written; the report must not take them down
         log.warning("report not written (%s: %s); results.json is complete", type(e).__name__, e)
         return None
@@ -257,31 +260,31 @@ def _class_table(classes: list[str], stats: dict) -> str:
 
 
 # -- W&B --------------------------------------------------------------------------------------
-def _to_wandb(c: dict, run_dir: Path, results: dict, headline, paths: dict, p, stats) -> None:
+def _to_wandb(
+    wcfg: WandbConfig, run_name: str, run_dir: Path, results: dict, headline, paths: dict, p, stats
+) -> None:
     """The figures and the per-class table as a W&B run of their own (never fails the report)."""
     from distill.wandb import resolve_mode
 
-    wcfg = (c.get("logger") or {}).get("wandb") or {}
     mode = resolve_mode(wcfg)
     if mode == "disabled":
         return
     try:
         import wandb
 
-        run_name = c.get("run_name") or f"{results.get('student')}-{results.get('mode')}"
-        name = (wcfg.get("name") or run_name) + "-report"  # the distillation run's, + -report
+        name = (wcfg.name or run_name) + "-report"  # the distillation run's, + -report
         (run_dir / "report").mkdir(exist_ok=True)
         run = wandb.init(
-            project=wcfg.get("project", "mnv4-distill"),
-            entity=wcfg.get("entity"),
+            project=wcfg.project,
+            entity=wcfg.entity,
             name=name,
             job_type="report",
-            tags=list(wcfg.get("tags") or []),
+            tags=list(wcfg.tags),
             dir=str(run_dir / "report"),
             mode=mode,
             config={"run_dir": str(run_dir), "student": results.get("student")},
             reinit="finish_previous",
-            settings=wandb.Settings(init_timeout=float(wcfg.get("init_timeout", 60)), silent=True),
+            settings=wandb.Settings(init_timeout=float(wcfg.init_timeout), silent=True),
         )
         images = {
             f"report/{k}": wandb.Image(str(v), caption=FIGURES[k][0]) for k, v in paths.items()
@@ -310,7 +313,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        path = write_report(args.run_dir, use_wandb=args.wandb, max_samples=args.max_samples)
+        load_results(args.run_dir)  # not a run: say that first
+        saved = run_config(args.run_dir)
+        max_samples = args.max_samples
+        if max_samples is None:
+            max_samples = saved["report"]["max_samples"]
+        wandb = None
+        if args.wandb:
+            if not saved["logger"].get("wandb"):
+                print("warning: the run has no logger.wandb section: nothing sent to W&B")
+            else:
+                wandb = section(WandbConfig, saved["logger"]["wandb"])
+        path = write_report(args.run_dir, max_samples, wandb)
     except (NotARunError, ManifestError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

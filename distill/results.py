@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from data import urls
+from distill.config import TrainConfig
 from distill.summary import build_skips, data_teachers, teacher_label, teacher_top1
 
 log = logging.getLogger(__name__)
@@ -30,28 +31,28 @@ def write_rank_record(out: Path, trainer, metrics: dict, module) -> None:
     )
 
 
-def run_summary(c: dict, dm, result: dict, out: Path) -> dict:
+def run_summary(c: TrainConfig, dm, result: dict, out: Path) -> dict:
     """The results of the distillation run as ``results.json`` records them."""
-    d, root = c["data"], urls.check(c["data"]["root"])
-    sets = [*dm.train_sets, d["val_set"]]
+    d, root = c.data, urls.check(c.data.root)
+    sets = [*dm.train_sets, d.val_set]
     labelled_by = data_teachers(root, sets)
     top1 = {"top1": None, "samples": 0, "skipped": []}
     try:
-        top1 = teacher_top1(root, d["val_set"])
+        top1 = teacher_top1(root, d.val_set)
     except Exception as e:  # the run's own results matter more than the teacher's figure
         log.warning("teacher top-1 not computed: %s", e)
     return {
-        "student": c["student"]["name"],
-        "mode": c["mode"],
+        "student": c.student.name,
+        "mode": c.mode,
         **({"live_teacher": result["live_teacher"]} if "live_teacher" in result else {}),
         "teacher_cost": result["module"].teacher_cost(),
         "student_metrics": result["metrics"],
         "distill_wall_s": result["wall_s"],
         "global_step": result["global_step"],
-        "teacher": teacher_label(c["mode"], c["teacher"]["spec"], labelled_by),
+        "teacher": teacher_label(c.mode, c.teacher.spec, labelled_by),
         "data_teachers": labelled_by,
         "teacher_top1": top1["top1"],
-        "val_set_dir": val_location(root, d["val_set"]),  # where the report reads it
+        "val_set_dir": val_location(root, d.val_set),  # where the report reads it
         "skipped": {
             "training": result["module"].skipped_summary(),
             "build": build_skips(root, sets),

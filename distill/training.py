@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
@@ -12,7 +13,7 @@ import lightning as L
 from data.stream import NoUsableSample
 from distill.checkpoints import resolve_resume
 from distill.cli_checks import SETUP_ERRORS, UsageError, one_line
-from distill.config import LIVE_TEACHER_MODES
+from distill.config import LIVE_TEACHER_MODES, TrainConfig
 from distill.factories import make_callbacks, make_datamodule, make_module, make_trainer
 from distill.results import write_rank_record
 from distill.summary import describe_teacher, stored_teacher, teacher_mismatch
@@ -21,37 +22,35 @@ from teachers.zoo import TeacherWeightsUnavailable
 log = logging.getLogger(__name__)
 
 
-def distil(c: dict, out: Path, resume: tuple[str | None, int]) -> tuple:
+def distil(c: TrainConfig, out: Path, resume: tuple[str | None, int]) -> tuple:
     """Distil the student (the teacher loaded only when the loss needs it): (datamodule, result)."""
     from data.teacher_setup import teacher_from_config
 
-    d = c["data"]
-    dm = make_datamodule(c, d["train_sets"], c["mode"], d["samples_per_epoch"])
+    d = c.data
+    dm = make_datamodule(d, c.seed, d.train_sets, c.mode, d.samples_per_epoch)
     dm.prepare()
     teacher = None
-    if c["mode"] in LIVE_TEACHER_MODES or c["loss"]["feature_weight"] > 0:
-        try:
-            teacher = teacher_from_config(c["teacher"], num_classes=dm.num_classes)
+    if c.mode in LIVE_TEACHER_MODES or c.loss.feature_weight > 0:
+        try:  # data/teacher_setup.py reads the teacher section as a mapping
+            teacher = teacher_from_config(asdict(c.teacher), num_classes=dm.num_classes)
         except TeacherWeightsUnavailable as e:  # no checkpoint and no hub: one line, no traceback
-            raise UsageError(
-                f"mode={c['mode']} runs the teacher in the training step: {e}"
-            ) from None
+            raise UsageError(f"mode={c.mode} runs the teacher in the training step: {e}") from None
         except SETUP_ERRORS as e:
             raise UsageError(one_line(e)) from None
     # seeded again: building the data in this run (a cold cache) draws from the global RNGs,
     # and the student's initialisation must not depend on whether the cache was warm
-    L.seed_everything(c["seed"], workers=True, verbose=False)
-    result = train_student(c, dm, teacher, out, run_name_of(c), c["mode"], resume)
+    L.seed_everything(c.seed, workers=True, verbose=False)
+    result = train_student(c, dm, teacher, out, run_name_of(c), c.mode, resume)
     if teacher is not None:
-        result["live_teacher"] = live_teacher_record(c, dm, teacher)
+        result["live_teacher"] = live_teacher_record(c.mode, c.teacher.checkpoint, dm, teacher)
     return dm, result
 
 
-def live_teacher_record(c: dict, dm, teacher) -> dict:
+def live_teacher_record(mode: str, checkpoint: str | None, dm, teacher) -> dict:
     """The teacher in the loop; in hybrid mode also the stored sets another teacher labelled
     (a warning names both: the student learns from two teachers)."""
-    live = {"spec": teacher.info.spec, "checkpoint": c["teacher"].get("checkpoint")}
-    if c["mode"] != "hybrid":
+    live = {"spec": teacher.info.spec, "checkpoint": checkpoint}
+    if mode != "hybrid":
         return live
     stored = [n for n in dm.train_sets if n not in dm.live]
     others = teacher_mismatch(live, dm.root, stored)
@@ -70,27 +69,27 @@ def live_teacher_record(c: dict, dm, teacher) -> dict:
     }
 
 
-def run_name_of(c: dict) -> str:
+def run_name_of(c: TrainConfig) -> str:
     """``run_name``, or ``<student>-<mode>``."""
-    return c.get("run_name") or f"{c['student']['name']}-{c['mode']}"
+    return c.run_name or f"{c.student.name}-{c.mode}"
 
 
-def train_baseline(c: dict, dm, trainer, out: Path) -> dict:
+def train_baseline(c: TrainConfig, dm, trainer, out: Path) -> dict:
     """The from-labels baseline on the distillation run's budget (single-device jobs only)."""
-    if not c["baseline"]["enabled"]:
+    if not c.baseline.enabled:
         return {}
     if trainer.world_size > 1:
         log.warning("baseline run skipped: it runs on single-device jobs only")
         return {}
     if not trainer.is_global_zero:
         return {}
-    d, name = c["data"], c["student"]["name"]
-    samples = d["samples_per_epoch"] or dm.steps_per_epoch(1) * d["batch_size"]
-    base_dm = make_datamodule(c, c["baseline"]["train_sets"], "offline", samples)
-    L.seed_everything(c["seed"], workers=True, verbose=False)
+    d, name = c.data, c.student.name
+    samples = d.samples_per_epoch or dm.steps_per_epoch(1) * d.batch_size
+    base_dm = make_datamodule(d, c.seed, c.baseline.train_sets, "offline", samples)
+    L.seed_everything(c.seed, workers=True, verbose=False)
     base_out = out / "baseline"
     base_resume = (None, 0)
-    if c.get("ckpt_path") == "last" and (base_out / "checkpoints" / "last.ckpt").is_file():
+    if c.ckpt_path == "last" and (base_out / "checkpoints" / "last.ckpt").is_file():
         base_resume = resolve_resume("last", base_out / "checkpoints", name)
     run_name = f"{run_name_of(c)}-baseline"
     base = train_student(c, base_dm, None, base_out, run_name, "labels", base_resume)
@@ -98,7 +97,13 @@ def train_baseline(c: dict, dm, trainer, out: Path) -> dict:
 
 
 def train_student(
-    c: dict, dm, teacher, out: Path, run_name: str, mode: str, resume: tuple[str | None, int]
+    c: TrainConfig,
+    dm,
+    teacher,
+    out: Path,
+    run_name: str,
+    mode: str,
+    resume: tuple[str | None, int],
 ) -> dict:
     """One fit + final validation of a student; returns its metrics and checkpoint paths.
 
@@ -109,11 +114,12 @@ def train_student(
 
     dm.prepare()
     module = make_module(c, dm.num_classes, teacher, mode)
-    best, last, callbacks = make_callbacks(c, dm, out, mode)
+    best, last, callbacks = make_callbacks(c.checkpoint.monitor, dm, out, mode)
     ckpt_path, resume_step = resume
     out.mkdir(parents=True, exist_ok=True)  # W&B looks for it when it starts
-    loggers = make_loggers(c, out, run_name, resume_step if ckpt_path else None)
-    trainer = make_trainer(c, out, loggers, callbacks)
+    resume_at = resume_step if ckpt_path else None
+    loggers = make_loggers(c.logger, out, run_name, asdict(c), resume_at)
+    trainer = make_trainer(c.trainer, out, loggers, callbacks)
     start = time.perf_counter()
     try:
         fit_or_preempted(
@@ -131,7 +137,7 @@ def train_student(
     wall = time.perf_counter() - start
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     write_rank_record(out, trainer, metrics, module)
-    close_loggers(c, loggers)
+    close_loggers(c.logger, loggers)
     return {
         "metrics": metrics,
         "wall_s": round(wall, 1),

@@ -1,120 +1,53 @@
-"""Value checks of a resolved train config: reject values that would fail late (after the model
-is built) or mislead, naming the key."""
+"""The composed config as ``TrainConfig``, its values checked before any work: the sections check
+their own values (``__post_init__``, distill/config.py); here the one conversion, the build
+values, and the live teacher a run needs. A bad value is a one-line usage error naming the key."""
 
 from __future__ import annotations
 
-from data.datamodule import live_sets
+from dataclasses import asdict
+
+from omegaconf import DictConfig, OmegaConf
+
 from data.teacher_setup import MissingTeacherError, teacher_needs_training
-from distill.cli_checks import UsageError
-from distill.config import LIVE_TEACHER_MODES, MODES
-from distill.losses import KINDS, kd_params
+from distill.cli_checks import UsageError, one_line
+from distill.config import LIVE_TEACHER_MODES, TrainConfig
+
+STORES = ("pixels", "recipe")  # build.store (data/recipes.py)
 
 
-def _positive_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def check_values(c: dict) -> None:
-    """Reject values that would fail late (after the model is built) or mislead; name the key."""
-    d, t = c["data"], c["trainer"]
-    checks = [
-        ("data.batch_size", d["batch_size"], _positive_int(d["batch_size"]), "a positive integer"),
-        (
-            "data.num_workers",
-            d["num_workers"],
-            isinstance(d["num_workers"], int) and d["num_workers"] >= 0,
-            "an integer >= 0",
-        ),
-        (
-            "data.samples_per_epoch",
-            d.get("samples_per_epoch"),
-            d.get("samples_per_epoch") is None or _positive_int(d["samples_per_epoch"]),
-            "null or a positive integer",
-        ),
-        (
-            "trainer.max_steps",
-            t.get("max_steps"),
-            _positive_int(t.get("max_steps")) or t.get("max_steps") == -1,
-            "a positive integer (or -1 with trainer.max_epochs)",
-        ),
-        (
-            "build.batch_size",
-            c["build"]["batch_size"],
-            _positive_int(c["build"]["batch_size"]),
-            "a positive integer",
-        ),
-        (
-            "mode",
-            c["mode"],
-            c["mode"] in MODES,
-            ", ".join(MODES[:-1]) + " or " + MODES[-1],
-        ),
-        (
-            "data.decode",
-            d["decode"],
-            d["decode"] in ("auto", "cpu", "gpu"),
-            "auto, cpu or gpu",
-        ),
-        (
-            "build.store",
-            c["build"]["store"],
-            c["build"]["store"] in ("pixels", "recipe"),
-            "pixels or recipe",
-        ),
-        (
-            "optimizer.lr",
-            c["optimizer"]["lr"],
-            isinstance(c["optimizer"]["lr"], int | float) and c["optimizer"]["lr"] > 0,
-            "a positive number",
-        ),
-        (
-            "loss.kind",
-            c["loss"]["kind"],
-            c["loss"]["kind"] in KINDS,
-            f"one of {', '.join(KINDS)} (conf/loss/)",
-        ),
-        (
-            "ema.decay",
-            c["ema"]["decay"],
-            isinstance(c["ema"]["decay"], int | float) and 0 <= c["ema"]["decay"] < 1,
-            "in [0, 1) (0 turns the EMA off)",
-        ),
-    ]
-    for key, value, ok, expected in checks:
-        if not ok:
-            raise UsageError(f"{key} must be {expected}, got {value!r}")
+def checked_config(cfg: DictConfig) -> TrainConfig:
+    """``cfg`` resolved into ``TrainConfig`` (the one conversion of a run) and checked."""
     try:
-        kd_params(c["loss"])  # the kind and its weights, checked as the module will
+        c = OmegaConf.to_object(cfg)
     except ValueError as e:
-        raise UsageError(str(e)) from None
-    if t.get("max_steps") == -1 and not _positive_int(t.get("max_epochs")):
-        raise UsageError("trainer.max_steps=-1 needs trainer.max_epochs set to a positive integer")
-    for key in ("data.train_sets", "baseline.train_sets"):
-        section, name = key.split(".")
-        sets = c.get(section, {}).get(name) or {}
-        bad = {k: w for k, w in sets.items() if not (isinstance(w, int | float) and w >= 0)}
-        if bad:
-            raise UsageError(f"{key} weights must be numbers >= 0 (0 drops a set), got {bad}")
-    if c["mode"] == "hybrid":
-        try:
-            live_sets(d["train_sets"], d["labels_from"])
-        except ValueError as e:
-            raise UsageError(str(e)) from None
+        raise UsageError(one_line(e)) from None
+    check_build(c)
     check_live_teacher(c)
+    return c
 
 
-def check_live_teacher(c: dict) -> None:
+def check_build(c: TrainConfig) -> None:
+    """The ``build`` values a run's provisioning uses."""
+    b = c.build
+    size = b.batch_size
+    if not (isinstance(size, int) and not isinstance(size, bool) and size > 0):
+        raise UsageError(f"build.batch_size must be a positive integer, got {size!r}")
+    if b.store not in STORES:
+        raise UsageError(f"build.store must be pixels or recipe, got {b.store!r}")
+
+
+def check_live_teacher(c: TrainConfig) -> None:
     """Online and hybrid runs need a teacher with weights: say so before any work."""
-    mode, t = c["mode"], c["teacher"]
+    mode, t = c.mode, c.teacher
     if mode not in LIVE_TEACHER_MODES:
         return
-    if t.get("checkpoint") is None and not t.get("pretrained", True):
+    if t.checkpoint is None and not t.pretrained:
         raise UsageError(
             f"mode={mode} runs the teacher in the training step, but teacher.checkpoint is null "
             f"and teacher.pretrained=false (random weights): set teacher.checkpoint to the "
-            f"weights of {t['spec']}"
+            f"weights of {t.spec}"
         )
     try:
-        teacher_needs_training(t)
+        teacher_needs_training(asdict(t))  # data/teacher_setup.py reads a mapping
     except MissingTeacherError as e:
         raise UsageError(f"mode={mode} runs the teacher in the training step: {e}") from None
