@@ -299,6 +299,22 @@ def _to_wandb(
 
 
 # -- command line -----------------------------------------------------------------------------
+def _saved_settings(
+    run_dir: Path, max_samples: int | None, to_wandb: bool
+) -> tuple[int | None, WandbConfig | None]:
+    """The report settings of a finished run, from its saved config: ``max_samples`` (the
+    command line's, else the run's) and, with ``to_wandb``, the run's W&B section."""
+    saved = run_config(run_dir)
+    if max_samples is None:
+        max_samples = saved["report"]["max_samples"]
+    if not to_wandb:
+        return max_samples, None
+    if not saved["logger"].get("wandb"):
+        print("warning: the run has no logger.wandb section: nothing sent to W&B", file=sys.stderr)
+        return max_samples, None
+    return max_samples, section(WandbConfig, saved["logger"]["wandb"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m distill.report",
@@ -314,16 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         load_results(args.run_dir)  # not a run: say that first
-        saved = run_config(args.run_dir)
-        max_samples = args.max_samples
-        if max_samples is None:
-            max_samples = saved["report"]["max_samples"]
-        wandb = None
-        if args.wandb:
-            if not saved["logger"].get("wandb"):
-                print("warning: the run has no logger.wandb section: nothing sent to W&B")
-            else:
-                wandb = section(WandbConfig, saved["logger"]["wandb"])
+        max_samples, wandb = _saved_settings(args.run_dir, args.max_samples, args.wandb)
         path = write_report(args.run_dir, max_samples, wandb)
     except (NotARunError, ManifestError) as e:
         print(f"error: {e}", file=sys.stderr)
