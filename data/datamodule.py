@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Literal, get_args
 
 import lightning as L
 
@@ -23,7 +24,9 @@ from data.stream import loader, train_pipeline, val_pipeline
 
 log = logging.getLogger(__name__)
 
-DECODE_CHOICES = ("auto", "cpu", "gpu")
+# who decodes JPEGs: cpu (loader workers) | gpu (batched on the device) | auto (gpu on CUDA)
+Decode = Literal["auto", "cpu", "gpu"]
+DECODE_CHOICES = get_args(Decode)
 
 
 class DistillDataModule(L.LightningDataModule):

@@ -1,7 +1,7 @@
 """A teacher from its Hydra config node, training and caching one on data sources when missing.
 
 This composes teachers with data sources, so it lives in data/ (which may import teachers), where
-both entry points that need it (``data.build`` and ``distill.app``) may import it.
+both entry points that need it (``data.build`` and ``data.provision``) may import it.
 
 The ``teacher`` section (conf/teacher/*.yaml, typed by data/config.py ``TeacherConfig``):
 ``spec``, ``checkpoint``, ``pretrained``, ``channels_last``, ``autocast`` and, for domains

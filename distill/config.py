@@ -6,7 +6,13 @@ file and preset merges into a typed section and a misspelt key, on the command l
 fails at compose time naming the key and the file. The YAML holds the values (the one place for defaults: ``MISSING``
 here means "set in the YAML"); a field the YAML never sets has its default here. The fields of
 ``LossConfig``, ``OptimizerConfig``, ``ScheduleConfig``, ``ModelConfig`` and ``EmaConfig`` are
-``DistillModule``'s keyword arguments; ``DataConfig``'s are ``DistillDataModule``'s.
+``DistillModule``'s keyword arguments; ``DataConfig``'s are ``DistillDataModule``'s;
+``TrainerConfig``'s are ``lightning.Trainer``'s.
+
+A run converts the composed config once, ``OmegaConf.to_object`` (``distill.value_checks``), and
+passes the typed sections on. Each section checks its own values in ``__post_init__`` (which the
+conversion runs; ``MISSING`` there is the schema itself being built): a bad value fails before any
+work with a message naming the key.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import functools
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -27,9 +33,44 @@ from data.config import (
     RemoteConfig,
     register_build_configs,
 )
+from data.datamodule import Decode
 
-MODES = ("offline", "online", "hybrid", "labels")
+# offline: stored teacher labels | online: teacher in the loop | hybrid: data.labels_from |
+# labels: the from-labels baseline. OmegaConf 2.3 refuses ``Literal`` annotations, so the fields
+# below are ``str`` and ``__post_init__`` checks them against these types.
+Mode = Literal["offline", "online", "hybrid", "labels"]
+MODES = get_args(Mode)
 LIVE_TEACHER_MODES = ("online", "hybrid")  # the teacher runs in the training step
+
+
+def _unset(value: Any) -> bool:
+    """``MISSING`` (the schema's own instance, before the YAML fills it)."""
+    return isinstance(value, str) and value == MISSING
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _require(key: str, value: Any, ok: bool, expected: str) -> None:
+    """``ValueError`` naming ``key`` unless ``ok`` (or the value is not set yet)."""
+    if not ok and not _unset(value):
+        raise ValueError(f"{key} must be {expected}, got {value!r}")
+
+
+def _choice(key: str, value: Any, allowed: Any) -> None:
+    """``value`` one of the ``Literal`` type ``allowed``."""
+    choices = get_args(allowed)
+    _require(key, value, value in choices, ", ".join(choices[:-1]) + " or " + choices[-1])
+
+
+def _weights(key: str, sets: Any) -> None:
+    """Set weights: numbers >= 0 (0 drops a set)."""
+    if _unset(sets):
+        return
+    bad = {k: w for k, w in (sets or {}).items() if not (isinstance(w, int | float) and w >= 0)}
+    if bad:
+        raise ValueError(f"{key} weights must be numbers >= 0 (0 drops a set), got {bad}")
 
 
 @dataclass
@@ -50,6 +91,16 @@ class LossConfig:
     dist_beta: float | None = None  # DIST: inter-class weight
     dist_gamma: float | None = None  # DIST: intra-class weight
 
+    def __post_init__(self) -> None:
+        if _unset(self.kind):
+            return
+        from distill.losses import KINDS, kd_params
+
+        _require(
+            "loss.kind", self.kind, self.kind in KINDS, f"one of {', '.join(KINDS)} (conf/loss/)"
+        )
+        kd_params(self)  # the kind and its weights, checked as the module will
+
 
 @dataclass
 class OptimizerConfig:
@@ -57,6 +108,10 @@ class OptimizerConfig:
     weight_decay: float = MISSING
     betas: list[float] = MISSING
     eps: float = MISSING
+
+    def __post_init__(self) -> None:
+        lr = self.lr
+        _require("optimizer.lr", lr, isinstance(lr, int | float) and lr > 0, "a positive number")
 
 
 @dataclass
@@ -92,6 +147,11 @@ class EmaConfig:
     decay: float = MISSING  # 0 turns the student-only EMA off
     warmup: bool = MISSING
 
+    def __post_init__(self) -> None:
+        d = self.decay
+        ok = isinstance(d, int | float) and 0 <= d < 1
+        _require("ema.decay", d, ok, "in [0, 1) (0 turns the EMA off)")
+
 
 @dataclass
 class OnlineConfig:
@@ -113,11 +173,25 @@ class DataConfig:
     shuffle_buffer: int = MISSING
     val_batch_size: int | None = MISSING
     recipe_check: bool = MISSING
-    decode: str = MISSING  # auto | cpu | gpu (data/batch_decode.py)
+    decode: str = MISSING  # Decode (data/datamodule.py): auto | cpu | gpu
     cache_dir: str | None = MISSING  # node-local copies of remote shards (data/shard_cache.py)
     cache_bytes: int = MISSING  # the cache's limit; least recently used shards are evicted
     labels_from: dict[str, str] = MISSING  # mode=hybrid: set -> stored | live (data/live.py)
     online: OnlineConfig = field(default_factory=OnlineConfig)
+
+    def __post_init__(self) -> None:
+        _require(
+            "data.batch_size", self.batch_size, _positive_int(self.batch_size), "a positive integer"
+        )
+        w = self.num_workers
+        ok = isinstance(w, int) and not isinstance(w, bool) and w >= 0
+        _require("data.num_workers", w, ok, "an integer >= 0")
+        n = self.samples_per_epoch
+        _require(
+            "data.samples_per_epoch", n, n is None or _positive_int(n), "null or a positive integer"
+        )
+        _choice("data.decode", self.decode, Decode)
+        _weights("data.train_sets", self.train_sets)
 
 
 @dataclass
@@ -130,6 +204,9 @@ class BaselineConfig:
     enabled: bool = MISSING
     train_sets: dict[str, float] = MISSING
     label_smoothing: float = MISSING
+
+    def __post_init__(self) -> None:
+        _weights("baseline.train_sets", self.train_sets)
 
 
 @dataclass
@@ -150,12 +227,70 @@ class ReportConfig:
 
 
 @dataclass
+class TrainerConfig:
+    """conf/trainer/*.yaml: ``lightning.Trainer``'s keyword arguments (a ``strategy`` with a
+    ``_target_`` is instantiated). Training length is counted in optimizer steps."""
+
+    accelerator: str = MISSING
+    devices: Any = MISSING  # a count, -1 (all), "auto" or a list of indices
+    num_nodes: int = MISSING
+    strategy: Any = (
+        MISSING  # a name, or a strategy's ``_target_`` and arguments (conf/trainer/ddp.yaml)
+    )
+    precision: str = MISSING
+    max_epochs: int = MISSING
+    max_steps: int = MISSING
+    check_val_every_n_epoch: int | None = MISSING
+    gradient_clip_val: float | None = MISSING
+    gradient_clip_algorithm: str | None = MISSING
+    accumulate_grad_batches: int = MISSING
+    log_every_n_steps: int = MISSING
+    num_sanity_val_steps: int = MISSING
+    enable_progress_bar: bool = MISSING
+    deterministic: bool = MISSING
+    sync_batchnorm: bool = MISSING
+    limit_val_batches: Any = MISSING  # a count or a fraction; null: all
+
+    def __post_init__(self) -> None:
+        steps, epochs = self.max_steps, self.max_epochs
+        ok = _positive_int(steps) or steps == -1
+        _require(
+            "trainer.max_steps", steps, ok, "a positive integer (or -1 with trainer.max_epochs)"
+        )
+        if steps == -1 and not _unset(epochs) and not _positive_int(epochs):
+            raise ValueError(
+                "trainer.max_steps=-1 needs trainer.max_epochs set to a positive integer"
+            )
+
+
+@dataclass
+class WandbConfig:
+    """conf/logger/wandb.yaml (``distill.wandb``)."""
+
+    enabled: bool = MISSING
+    project: str = MISSING
+    entity: str | None = MISSING
+    name: str | None = MISSING  # null: <student>-<mode>
+    tags: list[str] = MISSING
+    offline: bool = MISSING
+    log_model: bool = MISSING  # only honoured online
+    id: str | None = MISSING  # set to resume a run
+    init_timeout: float = MISSING
+
+
+@dataclass
+class LoggerConfig:
+    """conf/logger/*.yaml: CSV logs are always written; ``wandb`` adds Weights & Biases."""
+
+    wandb: WandbConfig | None = None
+
+
+@dataclass
 class TrainConfig(DatasetKeys):
-    """conf/train.yaml. ``trainer`` goes to ``lightning.Trainer`` as it is; ``logger`` holds the
-    optional ``wandb`` section (conf/logger/wandb.yaml)."""
+    """conf/train.yaml."""
 
     student: StudentConfig = MISSING
-    mode: str = MISSING  # offline | online | hybrid | labels
+    mode: str = MISSING  # Mode: offline | online | hybrid | labels
     seed: int = MISSING
     matmul_precision: str = MISSING
     ckpt_path: str | None = MISSING
@@ -173,9 +308,16 @@ class TrainConfig(DatasetKeys):
     loss: LossConfig = field(default_factory=LossConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    trainer: dict[str, Any] = field(default_factory=dict)
-    logger: dict[str, Any] = field(default_factory=dict)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     nas: Any = None  # python -m nas's own section (conf/search.yaml; checked by nas/config.py)
+
+    def __post_init__(self) -> None:
+        _choice("mode", self.mode, Mode)
+        if self.mode == "hybrid":
+            from data.datamodule import live_sets
+
+            live_sets(self.data.train_sets, self.data.labels_from)  # at least one live set
 
 
 def register_configs(cs: ConfigStore | None = None) -> None:
@@ -221,19 +363,25 @@ MODULE_SECTIONS = {
 }
 
 
-def student_model(student: Mapping, model: Mapping) -> ModelConfig:
+def student_model(student: StudentConfig | Mapping, model: ModelConfig | Mapping) -> ModelConfig:
     """``model`` with its null ``drop_rate``/``drop_path_rate`` taken from the student's file."""
-    m = dict(model)
-    for key in ("drop_rate", "drop_path_rate"):
-        if m.get(key) is None:
-            m[key] = student.get(key)
-    return section(ModelConfig, m)
+    student = section(StudentConfig, student)
+    model = section(ModelConfig, model)
+    return replace(
+        model,
+        drop_rate=student.drop_rate if model.drop_rate is None else model.drop_rate,
+        drop_path_rate=student.drop_path_rate
+        if model.drop_path_rate is None
+        else model.drop_path_rate,
+    )
 
 
-def module_sections(c: Mapping) -> dict[str, Any]:
-    """``DistillModule``'s section keyword arguments from a resolved train config."""
-    out = {k: section(cls, c[k]) for k, cls in MODULE_SECTIONS.items() if k != "model"}
-    out["model"] = student_model(c["student"], c["model"])
+def module_sections(c: TrainConfig | Mapping) -> dict[str, Any]:
+    """``DistillModule``'s section keyword arguments from a train config (typed, or resolved
+    into a mapping: tests and benches)."""
+    get = c.get if isinstance(c, Mapping) else lambda k: getattr(c, k)
+    out = {k: section(cls, get(k)) for k, cls in MODULE_SECTIONS.items() if k != "model"}
+    out["model"] = student_model(get("student"), get("model"))
     return out
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from torch import nn
 
+from distill.config import ExportConfig
 from distill.runtime_table import export_runtimes
 from students.export import export_onnx, save_safetensors
 from students.weights import ExportMeta, mean_std_tuple
@@ -54,7 +55,7 @@ def export_student(
     module,
     out: Path,
     name: str,
-    cfg: Mapping,
+    cfg: ExportConfig,
     metrics: Mapping[str, float] | None = None,
     classes: Sequence[str] | None = None,
     image_size: int | None = None,
@@ -94,13 +95,13 @@ def export_student(
         result[f"{kind}_safetensors"] = str(save_safetensors(model, out / file, meta(kind)))
     result["safetensors"] = result[f"{chosen}_safetensors"]
     (out / f"{name}_{chosen}.safetensors").unlink(missing_ok=True)  # stale, from an older export
-    if cfg.get("onnx", True):
+    if cfg.onnx:
         result.update(_onnx(models[chosen], out / f"{name}.onnx", meta(chosen)))
     return result
 
 
-def _resolution(module, cfg: Mapping, image_size: int | None) -> int:
-    size = cfg.get("resolution") or image_size
+def _resolution(module, cfg: ExportConfig, image_size: int | None) -> int:
+    size = cfg.resolution or image_size
     if size is None:
         trainer = getattr(module, "_trainer", None)
         size = getattr(getattr(trainer, "datamodule", None), "image_size", None)
@@ -165,19 +166,12 @@ def runtimes_for_run(
     return rows
 
 
-def runtimes_at_end(c: Mapping, exports: Mapping, out: Path) -> dict:
-    """The ``export.runtimes`` hook of a run: a rejected or missing runtime is a warning and a
-    ``runtimes_error`` entry, never a lost run."""
-    from distill.runtime_inputs import RunData
-
-    cfg = c["export"]
+def runtimes_at_end(cfg: ExportConfig, data, exports: Mapping, out: Path) -> dict:
+    """The ``export.runtimes`` hook of a run (``data``: its ``distill.runtime_inputs.RunData``):
+    a rejected or missing runtime is a warning and a ``runtimes_error`` entry, never a lost run."""
     try:
         rows = runtimes_for_run(
-            Path(exports["safetensors"]),
-            RunData.from_config(dict(c)),
-            out / "export",
-            list(cfg["runtimes"]),
-            bool(cfg.get("int8", False)),
+            Path(exports["safetensors"]), data, out / "export", list(cfg.runtimes), cfg.int8
         )
     except Exception as e:
         log.warning("mobile runtime export failed: %s: %s", type(e).__name__, e)

@@ -9,13 +9,16 @@ are about to be written again) and appends.
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from common.atomic import atomic_path
+from distill.config import LoggerConfig
 
 
 def keep_rows_until(path: Path, step: int) -> list[str]:
@@ -60,14 +63,30 @@ class RunCSVLogger(CSVLogger):
         return super().experiment
 
 
-def make_loggers(c: dict, out: Path, run_name: str, resume_step: int | None = None) -> list:
-    """CSV (resume-safe) plus W&B when ``logger.wandb`` is configured and can start."""
+def make_loggers(
+    logger: LoggerConfig,
+    out: Path,
+    run_name: str,
+    hparams: Mapping[str, Any],
+    resume_step: int | None = None,
+) -> list:
+    """CSV (resume-safe) plus W&B when ``logger.wandb`` is configured and can start;
+    ``hparams`` (the run's config as plain data) is what W&B records."""
     loggers: list = [RunCSVLogger(out, resume_step)]
-    wcfg = c.get("logger", {}).get("wandb")
-    if wcfg and wcfg.get("enabled", True):
+    if logger.wandb is not None and logger.wandb.enabled:
         from distill.wandb import make_wandb_logger
 
-        wandb_logger = make_wandb_logger(wcfg, out, run_name, c)
+        wandb_logger = make_wandb_logger(logger.wandb, out, run_name, hparams)
         if wandb_logger is not None:
             loggers.append(wandb_logger)
     return loggers
+
+
+def close_loggers(logger: LoggerConfig, loggers: list) -> None:
+    """Finalize the fit's loggers; close the W&B run so the next fit starts its own."""
+    for each in loggers:
+        each.finalize("success")
+    if logger.wandb is not None:
+        from distill.wandb import finish
+
+        finish()

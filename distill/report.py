@@ -8,7 +8,7 @@ the validation images where student and teacher disagree most. The per-class num
 exported student's (the weights the export chose) on the whole validation set, run on CPU; the
 teacher's are the soft labels stored in the validation shards.
 
-Every run writes its report at the end (``report.enabled``, ``distill.app.finish_run``); a
+Every run writes its report at the end (``report.enabled``, ``distill.finish.finish_run``); a
 failed report is a warning, never a lost run. With ``logger=wandb`` the figures and a per-class
 table also go to W&B, as a run of their own (``<run name>-report``, job type ``report``, files
 under ``<run dir>/report/wandb``).
@@ -28,6 +28,7 @@ import numpy as np
 
 from common.atomic import write_text
 from data.shards import ManifestError
+from distill.config import ReportConfig, WandbConfig, section
 from distill.report_data import (
     NotARunError,
     calibration,
@@ -79,26 +80,24 @@ FIGURES = {
 
 def write_report(
     run_dir: str | Path,
-    c: dict | None = None,
-    use_wandb: bool = False,
     max_samples: int | None = None,
+    wandb: WandbConfig | None = None,
+    run_name: str | None = None,
 ) -> Path:
     """Render the report of a finished run; returns the path of ``report.html``.
 
-    ``c`` is the run's resolved config (``finish_run`` has it); without it the config comes from
-    ``<run dir>/.hydra/config.yaml``. ``NotARunError`` when the directory is not a run.
+    ``max_samples``: validation images to use (None: all); with ``wandb`` the figures also go to
+    W&B, as ``<run_name>-report`` (``run_name`` None: ``<student>-<mode>``). ``NotARunError``
+    when the directory is not a run.
     """
     from distill import report_plots as plots
 
     run_dir = Path(run_dir).resolve()
     results = load_results(run_dir)
-    c = c if c is not None else run_config(run_dir)
-    if max_samples is None:
-        max_samples = (c.get("report") or {}).get("max_samples")
     start = time.perf_counter()
     # results.json names the resolved set; the saved config may depend on the environment
     # (paths.cache from DISTILL_CACHE) the run had, not the one the report is rendered in
-    val_dir = results.get("val_set_dir") or val_set_dir(c)
+    val_dir = results.get("val_set_dir") or val_set_dir(run_config(run_dir))
     p = predict(results, val_dir, max_samples=max_samples)
     stats = per_class(p)
     cal_s = calibration(p.student, p.labels)
@@ -129,16 +128,20 @@ def write_report(
     page = _html(results, headline, paths, p, stats, time.perf_counter() - start)
     out = run_dir / "report.html"
     write_text(out, page)
-    if use_wandb:
-        _to_wandb(c, run_dir, results, headline, paths, p, stats)
+    if wandb is not None:
+        run_name = run_name or f"{results.get('student')}-{results.get('mode')}"
+        _to_wandb(wandb, run_name, run_dir, results, headline, paths, p, stats)
     return out
 
 
-def report_run(c: dict, out: Path) -> Path | None:
-    """The end-of-run hook: the report of ``out``, or None with a warning if it failed."""
+def report_run(
+    out: Path, report: ReportConfig, wandb: WandbConfig | None, run_name: str
+) -> Path | None:
+    """The end-of-run hook: the report of ``out`` (to W&B too when ``wandb`` is enabled), or
+    None with a warning if it failed."""
     try:
-        wcfg = (c.get("logger") or {}).get("wandb")
-        return write_report(out, c, use_wandb=bool(wcfg and wcfg.get("enabled", True)))
+        to_wandb = wandb if wandb is not None and wandb.enabled else None
+        return write_report(out, report.max_samples, to_wandb, run_name)
     except Exception as e:  # the run's results are written; the report must not take them down
         log.warning("report not written (%s: %s); results.json is complete", type(e).__name__, e)
         return None
@@ -256,31 +259,31 @@ def _class_table(classes: list[str], stats: dict) -> str:
 
 
 # -- W&B --------------------------------------------------------------------------------------
-def _to_wandb(c: dict, run_dir: Path, results: dict, headline, paths: dict, p, stats) -> None:
+def _to_wandb(
+    wcfg: WandbConfig, run_name: str, run_dir: Path, results: dict, headline, paths: dict, p, stats
+) -> None:
     """The figures and the per-class table as a W&B run of their own (never fails the report)."""
     from distill.wandb import resolve_mode
 
-    wcfg = (c.get("logger") or {}).get("wandb") or {}
     mode = resolve_mode(wcfg)
     if mode == "disabled":
         return
     try:
         import wandb
 
-        run_name = c.get("run_name") or f"{results.get('student')}-{results.get('mode')}"
-        name = (wcfg.get("name") or run_name) + "-report"  # the distillation run's, + -report
+        name = (wcfg.name or run_name) + "-report"  # the distillation run's, + -report
         (run_dir / "report").mkdir(exist_ok=True)
         run = wandb.init(
-            project=wcfg.get("project", "mnv4-distill"),
-            entity=wcfg.get("entity"),
+            project=wcfg.project,
+            entity=wcfg.entity,
             name=name,
             job_type="report",
-            tags=list(wcfg.get("tags") or []),
+            tags=list(wcfg.tags),
             dir=str(run_dir / "report"),
             mode=mode,
             config={"run_dir": str(run_dir), "student": results.get("student")},
             reinit="finish_previous",
-            settings=wandb.Settings(init_timeout=float(wcfg.get("init_timeout", 60)), silent=True),
+            settings=wandb.Settings(init_timeout=float(wcfg.init_timeout), silent=True),
         )
         images = {
             f"report/{k}": wandb.Image(str(v), caption=FIGURES[k][0]) for k, v in paths.items()
@@ -295,6 +298,22 @@ def _to_wandb(c: dict, run_dir: Path, results: dict, headline, paths: dict, p, s
 
 
 # -- command line -----------------------------------------------------------------------------
+def _saved_settings(
+    run_dir: Path, max_samples: int | None, to_wandb: bool
+) -> tuple[int | None, WandbConfig | None]:
+    """The report settings of a finished run, from its saved config: ``max_samples`` (the
+    command line's, else the run's) and, with ``to_wandb``, the run's W&B section."""
+    saved = run_config(run_dir)
+    if max_samples is None:
+        max_samples = saved["report"]["max_samples"]
+    if not to_wandb:
+        return max_samples, None
+    if not saved["logger"].get("wandb"):
+        print("warning: the run has no logger.wandb section: nothing sent to W&B", file=sys.stderr)
+        return max_samples, None
+    return max_samples, section(WandbConfig, saved["logger"]["wandb"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m distill.report",
@@ -309,7 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        path = write_report(args.run_dir, use_wandb=args.wandb, max_samples=args.max_samples)
+        load_results(args.run_dir)  # not a run: say that first
+        max_samples, wandb = _saved_settings(args.run_dir, args.max_samples, args.wandb)
+        path = write_report(args.run_dir, max_samples, wandb)
     except (NotARunError, ManifestError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -22,6 +22,7 @@ from torch import nn
 from common.norm import normalize, to_unit
 from common.weights import checkpoint_format
 from data import urls
+from distill.config import TrainConfig
 from distill.run_student import student_from_checkpoint, student_from_export
 from students.weights import ExportMeta, mean_std_tuple
 
@@ -42,12 +43,10 @@ class RunData:
     image_size: int | None = None
 
     @classmethod
-    def from_config(cls, c: dict) -> RunData:
-        """From the app's resolved config (``c["data"]``, ``c["student"]``, ``c["image_size"]``)."""
-        d = c["data"]
-        sets = tuple(k for k, w in (d.get("train_sets") or {}).items() if w)
-        student = (c.get("student") or {}).get("name")
-        return cls(urls.check(d["root"]), d["val_set"], sets, student, c.get("image_size"))
+    def from_train_config(cls, c: TrainConfig) -> RunData:
+        """From the app's config (``data``, ``student``, ``image_size``)."""
+        sets = tuple(k for k, w in c.data.train_sets.items() if w)
+        return cls(urls.check(c.data.root), c.data.val_set, sets, c.student.name, c.image_size)
 
     @classmethod
     def from_run_dir(cls, run_dir: Path) -> RunData:

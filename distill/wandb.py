@@ -10,7 +10,11 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+from distill.config import WandbConfig
 
 log = logging.getLogger(__name__)
 
@@ -24,17 +28,18 @@ def _has_key() -> bool:
         return False
 
 
-def resolve_mode(cfg: dict) -> str:
+def resolve_mode(cfg: WandbConfig) -> str:
     env = os.environ.get("WANDB_MODE")
     if env:
         return {"dryrun": "offline", "run": "online"}.get(env, env)
-    if cfg.get("offline"):
+    if cfg.offline:
         return "offline"
     return "online" if _has_key() else "offline"
 
 
-def make_wandb_logger(cfg: dict, out: Path, name: str, full_cfg: dict):
-    """A ``WandbLogger`` (or None when disabled or when W&B cannot start)."""
+def make_wandb_logger(cfg: WandbConfig, out: Path, name: str, hparams: Mapping[str, Any]):
+    """A ``WandbLogger`` (or None when disabled or when W&B cannot start); ``hparams`` is the
+    run's config as plain data (W&B's run config)."""
     mode = resolve_mode(cfg)
     if mode == "disabled":
         return None
@@ -42,19 +47,19 @@ def make_wandb_logger(cfg: dict, out: Path, name: str, full_cfg: dict):
         from lightning.pytorch.loggers import WandbLogger
 
         logger = WandbLogger(
-            project=cfg.get("project", "mnv4-distill"),
-            entity=cfg.get("entity"),
-            name=cfg.get("name") or name,
-            tags=list(cfg.get("tags") or []),
+            project=cfg.project,
+            entity=cfg.entity,
+            name=cfg.name or name,
+            tags=list(cfg.tags),
             save_dir=str(out),
             offline=mode == "offline",
-            log_model=cfg.get("log_model", False) if mode == "online" else False,
-            id=cfg.get("id"),
-            settings={"init_timeout": float(cfg.get("init_timeout", 60)), "silent": True},
+            log_model=cfg.log_model if mode == "online" else False,
+            id=cfg.id,
+            settings={"init_timeout": float(cfg.init_timeout), "silent": True},
         )
         # Lightning passes anonymous=None, which W&B 0.31 answers with a deprecation warning
         logger._wandb_init.pop("anonymous", None)
-        logger.log_hyperparams(full_cfg)
+        logger.log_hyperparams(dict(hparams))
         return logger
     except Exception as e:  # never let experiment tracking take a run down
         log.warning("W&B disabled for this run (%s: %s); CSV logs continue", type(e).__name__, e)

@@ -28,8 +28,12 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
 import students
-from distill.app import UsageError, prepare_data, write_json
-from distill.app import datamodule as distill_datamodule
+from distill.app import prepare_data
+from distill.cli_checks import UsageError
+from distill.config import DataConfig, OnlineConfig, section
+from distill.factories import make_datamodule as distill_datamodule
+from distill.results import write_json
+from distill.value_checks import checked_config
 from nas.latency import BlockKey, HeadRow, LatencyTable, Setup, network_blocks
 from nas.search import Context, StageSettings, run_stage, supernet_weights
 from nas.space import (
@@ -100,8 +104,8 @@ def check_values(c: dict) -> None:
 
 def start(cfg: DictConfig) -> dict:
     """Check the command line, resolve the config, seed; the resolved config."""
-    from distill.app import _quiet_libraries
     from distill.config import check_schema
+    from distill.quiet import quiet_libraries
 
     if OmegaConf.is_missing(cfg.nas, "space"):
         raise UsageError(f"choose a preset: {PRESETS_HINT}")
@@ -113,7 +117,7 @@ def start(cfg: DictConfig) -> dict:
         c["nas"] = nas_section(c["nas"])
     except ValueError as e:
         raise UsageError(str(e)) from None
-    _quiet_libraries()
+    quiet_libraries()
     check_values(c)
     out = Path(c["paths"]["output_dir"])
     if c["nas"]["resume"] and not (out / "checkpoints").is_dir():
@@ -273,7 +277,10 @@ def make_loader_factory(c: dict, rank: int, world: int, device: torch.device):
 
     def make(offset: int):
         d = c["data"]
-        base = distill_datamodule(c, d["train_sets"], "offline", d["samples_per_epoch"])
+        typed = section(DataConfig, {**d, "online": section(OnlineConfig, d["online"])})
+        base = distill_datamodule(
+            typed, c["seed"], d["train_sets"], "offline", d["samples_per_epoch"]
+        )
         dm = SearchDataModule(
             base.root,
             base.train_sets,
@@ -299,12 +306,14 @@ def run(cfg: DictConfig) -> dict:
     """The whole search (module docstring); returns what ``nas.json`` holds."""
     wall_start = time.perf_counter()
     c = start(cfg)  # 1.
+    typed = checked_config(cfg)  # the typed sections distill's steps take
     out = Path(c["paths"]["output_dir"])
     rank, world, device = distributed(c)
     if rank == 0:
-        prepare_data(c)  # 2.
+        prepare_data(typed)  # 2.
     _barrier(world)
-    dm = distill_datamodule(c, c["data"]["train_sets"], "offline", c["data"]["samples_per_epoch"])
+    d = typed.data
+    dm = distill_datamodule(d, typed.seed, d.train_sets, "offline", d.samples_per_epoch)
     dm.prepare()
     n = c["nas"]
     resolution = n["resolution"] or dm.image_size
@@ -363,10 +372,12 @@ def wandb_tracker(c: dict, out: Path):
     wcfg = (c.get("logger") or {}).get("wandb")
     if not wcfg or not wcfg.get("enabled", True):
         return None
+    from distill.config import WandbConfig, section
     from distill.wandb import make_wandb_logger
 
     name = c.get("run_name") or f"nas-{c['nas']['space']['name']}"
-    return make_wandb_logger({**wcfg, "tags": ["nas", *wcfg.get("tags", [])]}, out, name, c)
+    wandb = section(WandbConfig, {**wcfg, "tags": ["nas", *wcfg.get("tags", [])]})
+    return make_wandb_logger(wandb, out, name, c)
 
 
 def _search(stage, ctx, model, settings, results, rank, world, init=None) -> Arch:

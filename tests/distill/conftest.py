@@ -62,15 +62,15 @@ def digits_cache(tmp_path_factory) -> list[str]:
 def _build(cache: Path, overrides: list[str], baseline: bool, teacher: bool = False) -> None:
     """Build every set a run needs in online (raw, val) and offline mode (the train sets), and
     with ``baseline`` the from-labels baseline's; ``teacher`` first saves a random-init one."""
-    from distill.app import ensure_data
+    from distill.run_sets import ensure_data
 
     cfg = compose_train(["+student=mnv4_conv_s", "mode=online", *overrides], cache / "out")
-    c = OmegaConf.to_container(cfg, resolve=True)
+    c = OmegaConf.to_object(cfg)
     if teacher:
-        save_random_teacher(Path(c["teacher"]["cache_path"]))
-    c["baseline"]["enabled"] = baseline
+        save_random_teacher(Path(c.teacher.cache_path))
+    c.baseline.enabled = baseline
     ensure_data(c)
-    c["mode"] = "offline"
+    c.mode = "offline"
     ensure_data(c)
 
 

@@ -10,7 +10,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 import students
-from distill.app import UsageError, check_command_line, student_options
+from distill.cli_checks import UsageError, check_command_line, student_options
 from tests.helpers import CONF, REPO
 
 from .conftest import compose_train

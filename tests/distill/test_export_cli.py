@@ -221,16 +221,21 @@ def test_onnx_fp32_and_int8_end_to_end_through_the_command_line(run_dir, tmp_pat
 def test_export_runtimes_is_a_config_key_and_a_failure_at_the_end_of_a_run_is_a_warning(
     run_dir, tmp_path, fakes, caplog
 ):
+    from dataclasses import replace
+
+    from distill.config import ExportConfig, section
     from distill.export import runtimes_at_end
+    from distill.runtime_inputs import RunData
 
     cfg = compose_train(["+student=mnv4_conv_s", "export.runtimes=[onnx,executorch]"], tmp_path)
     assert list(cfg.export.runtimes) == ["onnx", "executorch"] and cfg.export.int8 is False
     c = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml"), resolve=True)
     exports = {"safetensors": str(run_dir / "export" / "mnv4_conv_s.safetensors")}
-    c["export"].update(runtimes=["writes"], int8=False)
-    done = runtimes_at_end(c, exports, tmp_path)
+    export = section(ExportConfig, {**c["export"], "runtimes": ["writes"], "int8": False})
+    data = RunData.from_run_dir(run_dir)
+    done = runtimes_at_end(export, data, exports, tmp_path)
     assert done["runtimes"] == str(tmp_path / "export" / TABLE)
-    c["export"]["runtimes"] = ["rejects"]
-    failed = runtimes_at_end(c, exports, tmp_path / "again")
+    export = replace(export, runtimes=["rejects"])
+    failed = runtimes_at_end(export, data, exports, tmp_path / "again")
     assert failed == {"runtimes_error": "ExportRejected: rejects cannot take this model"}
     assert "mobile runtime export failed" in caplog.text

@@ -19,9 +19,11 @@ from data.live import live_per_batch
 from data.recipes import Replayer, pixel_hash
 from data.shards import read_manifest
 from data.teacher_setup import teacher_from_config
-from distill.app import UsageError, check_values, live_teacher_record
+from distill.cli_checks import UsageError
 from distill.config import module_kwargs
 from distill.module import DistillModule
+from distill.training import live_teacher_record
+from distill.value_checks import checked_config
 from teachers.preprocess import to_model_input
 from tests.helpers import read_samples, run_module, save_random_teacher
 
@@ -34,14 +36,12 @@ HYBRID = ["mode=hybrid", "data.train_sets={randaug:1,mixup:1,extra:0}", "variant
 def cfg(tiny_cache, tmp_path_factory):
     """The tiny cache plus its mixup set (one stored replica per image), as a hybrid run sees
     it: randaug stored, mixup live."""
-    from distill.app import ensure_data
+    from distill.run_sets import ensure_data
 
     out = tmp_path_factory.mktemp("hybrid_out")
-    c = OmegaConf.to_container(
-        compose_train(["+student=mnv4_conv_s", *tiny_cache, *HYBRID], out), resolve=True
-    )
-    ensure_data(c)
-    return c
+    composed = compose_train(["+student=mnv4_conv_s", *tiny_cache, *HYBRID], out)
+    ensure_data(OmegaConf.to_object(composed))
+    return OmegaConf.to_container(composed, resolve=True)
 
 
 def _dm(c, batch=16, steps=4, **kw):
@@ -130,19 +130,14 @@ def test_hybrid_fit_runs_the_teacher_on_the_live_views_only(cfg, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def hybrid_values() -> dict:
-    cfg = compose_train(["+student=mnv4_conv_s", "mode=hybrid"], Path("unused"))
-    return OmegaConf.to_container(cfg, resolve=True)
+def hybrid_values():
+    return compose_train(["+student=mnv4_conv_s", "mode=hybrid"], Path("unused"))
 
 
-def _set(c: dict, key: str, value) -> dict:
-    """A copy of the resolved config ``c`` with the dotted ``key`` set to ``value``."""
+def _set(c, key: str, value):
+    """A copy of the composed config ``c`` with the dotted ``key`` set to ``value``."""
     c = copy.deepcopy(c)
-    *path, last = key.split(".")
-    node = c
-    for part in path:
-        node = node[part]
-    node[last] = value
+    OmegaConf.update(c, key, value, merge=False)
     return c
 
 
@@ -162,13 +157,13 @@ def test_hybrid_without_a_live_set_or_a_runnable_teacher_is_one_line(hybrid_valu
     for key, value in changes.items():
         c = _set(c, key, value)
     with pytest.raises(UsageError) as e:
-        check_values(c)
+        checked_config(c)
     message = str(e.value)
     assert named in message and "mode=hybrid" in message and "\n" not in message
 
 
 def test_offline_ignores_labels_from(hybrid_values):
-    check_values(_set(_set(hybrid_values, "mode", "offline"), "data.labels_from", {}))
+    checked_config(_set(_set(hybrid_values, "mode", "offline"), "data.labels_from", {}))
 
 
 def test_live_teacher_other_than_the_stored_sets_is_warned_and_recorded(cfg, tmp_path, caplog):
@@ -178,18 +173,14 @@ def test_live_teacher_other_than_the_stored_sets_is_warned_and_recorded(cfg, tmp
     dm.prepare()
     teacher = teacher_from_config(typed(TeacherConfig, c["teacher"], "teacher"), num_classes=10)
     with caplog.at_level(logging.WARNING, logger="distill"):
-        record = live_teacher_record(c, dm, teacher)
+        record = live_teacher_record(c["mode"], c["teacher"]["checkpoint"], dm, teacher)
     assert record["differs"] == ["randaug"] and record["checkpoint"] == str(other)
     labelled_by = record["stored_teachers"]["randaug"]["checkpoint"]
     assert labelled_by == cfg["teacher"]["checkpoint"]
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert str(other) in warning and labelled_by in warning
-    assert (
-        live_teacher_record(
-            cfg, dm, teacher_from_config(typed(TeacherConfig, cfg["teacher"], "teacher"), 10)
-        )["differs"]
-        == []
-    )
+    own = teacher_from_config(typed(TeacherConfig, cfg["teacher"], "teacher"), 10)
+    assert live_teacher_record(cfg["mode"], cfg["teacher"]["checkpoint"], dm, own)["differs"] == []
 
 
 @pytest.mark.slow  # two processes (DDP over gloo), started like a user does
@@ -198,7 +189,7 @@ def test_two_ddp_ranks_take_equal_hybrid_steps_with_equal_teacher_work(cfg, tiny
         "student=mnv4_conv_s",
         "trainer=ddp_cpu",
         "trainer.max_steps=4",
-        "+trainer.limit_val_batches=1",
+        "trainer.limit_val_batches=1",
         "trainer.enable_progress_bar=false",
         "data.batch_size=8",
         "data.samples_per_epoch=64",

@@ -12,7 +12,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from distill.app import UsageError, run
+from distill.app import run
+from distill.cli_checks import UsageError
 from tests.helpers import CodeRunningPickle, run_module
 
 from .conftest import compose_train

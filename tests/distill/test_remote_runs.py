@@ -17,7 +17,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from data import remote
-from distill.app import UsageError, prepare_data, run
+from distill.app import prepare_data, run
+from distill.cli_checks import UsageError
 from testkit.servers import CREDENTIALS, RangeServer, free_port, python_env
 from tests.distill.conftest import compose_train
 from tests.helpers import REPO, save_random_teacher
@@ -30,7 +31,7 @@ def test_a_server_not_reachable_at_start_is_one_line_naming_the_url(tmp_path):
     cfg = compose_train(["+student=mnv4_conv_s", f"data.root={url}", *FAST_REMOTE], tmp_path)
     try:
         with pytest.raises(UsageError) as e:
-            prepare_data(OmegaConf.to_container(cfg, resolve=True))
+            prepare_data(OmegaConf.to_object(cfg))
     finally:
         remote.configure(None)
     message = str(e.value.code)

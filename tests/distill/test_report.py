@@ -14,6 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from distill.app import run
+from distill.config import ReportConfig, WandbConfig
 from distill.report import FIGURES, main, report_run, write_report
 from distill.report_data import calibration
 from tests.helpers import run_module
@@ -110,9 +111,9 @@ def test_a_directory_that_is_not_a_run_gets_a_one_line_error(tmp_path, capsys):
 
 def test_a_failed_report_is_a_warning_and_never_loses_the_run(tmp_path, caplog):
     (tmp_path / "results.json").write_text('{"student": "mnv4_conv_s"}')
-    c = {"data": {"root": str(tmp_path / "no_shards"), "val_set": "val"}, "logger": {}}
+    report = ReportConfig(enabled=True, max_samples=None)
     with caplog.at_level(logging.WARNING, logger="distill"):
-        assert report_run(c, tmp_path) is None
+        assert report_run(tmp_path, report, None, "mnv4_conv_s-offline") is None
     assert "report not written" in caplog.text
     assert (tmp_path / "results.json").is_file() and not (tmp_path / "report.html").exists()
 
@@ -121,9 +122,18 @@ def test_a_failed_report_is_a_warning_and_never_loses_the_run(tmp_path, caplog):
 def test_with_wandb_the_figures_and_the_per_class_table_go_to_wandb(smoke_run, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    c = OmegaConf.to_container(OmegaConf.load(smoke_run / ".hydra" / "config.yaml"), resolve=True)
-    c["logger"] = {"wandb": {"enabled": True, "project": "test", "tags": ["report"]}}
-    write_report(smoke_run, c, use_wandb=True)
+    wandb = WandbConfig(
+        enabled=True,
+        project="test",
+        entity=None,
+        name=None,
+        tags=["report"],
+        offline=False,
+        log_model=False,
+        id=None,
+        init_timeout=60,
+    )
+    write_report(smoke_run, None, wandb)
     runs = list((smoke_run / "report" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     records = b"".join(p.read_bytes() for p in runs[0].glob("*.wandb"))

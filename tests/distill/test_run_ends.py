@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill.app import UsageError, run
+from distill.app import run
 from distill.checkpoints import CheckpointError, resolve_resume
+from distill.cli_checks import UsageError
 from distill.logs import RunCSVLogger
 from tests.helpers import run_module
 

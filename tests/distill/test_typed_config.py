@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from distill.app import UsageError, check_command_line
+from distill.cli_checks import UsageError, check_command_line
 from distill.config import (
     EmaConfig,
     LossConfig,

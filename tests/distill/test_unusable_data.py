@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from distill.app import UsageError, run
+from distill.app import run
+from distill.cli_checks import UsageError
 
 from .conftest import compose_train
 

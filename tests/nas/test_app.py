@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
-from distill.app import UsageError
+from distill.cli_checks import UsageError
 from nas.__main__ import normalize_overrides
 from nas.app import start
 from tests.helpers import CONF

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from distill.app import UsageError
+from distill.cli_checks import UsageError
 from nas.latency import BlockKey, LatencyTable, Setup, network_blocks
 from nas.space import arch_to_spec
 from nas.stages import coarse_stage

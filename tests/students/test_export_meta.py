@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 import students
 from common.norm import IMAGENET_MEAN, IMAGENET_STD
-from distill.config import module_kwargs
+from distill.config import ExportConfig, module_kwargs
 from distill.export import choose_weights, export_student
 from distill.module import DistillModule
 from students import CheckpointError, ExportMeta, read_export_meta
@@ -26,6 +26,11 @@ from testkit.models import randomize_like_trained
 REPO = Path(__file__).resolve().parents[2]
 CLASSES = tuple(f"class {i}" for i in range(10))
 MEAN, STD = IMAGENET_MEAN, IMAGENET_STD
+
+
+def _export(onnx: bool) -> ExportConfig:
+    """The ``export`` section with ``onnx`` on or off (the rest as conf/train.yaml sets it)."""
+    return ExportConfig(enabled=True, onnx=onnx, resolution=None, runtimes=[], int8=False)
 
 
 def _meta(**changes) -> ExportMeta:
@@ -169,7 +174,7 @@ def test_choose_weights_prefers_better_top1_and_ema_on_ties():
 def test_export_student_writes_raw_when_it_validates_better(tmp_path):
     module = _module()
     metrics = {"val/top1": 0.8, "val/ema_top1": 0.7}
-    r = export_student(module, tmp_path, "mnv4_conv_s", {"onnx": False}, metrics, CLASSES, 64)
+    r = export_student(module, tmp_path, "mnv4_conv_s", _export(onnx=False), metrics, CLASSES, 64)
     assert r["exported"] == "raw" and "onnx" not in r
     assert r["safetensors"] == r["raw_safetensors"] == str(tmp_path / "mnv4_conv_s.safetensors")
     assert r["ema_safetensors"] == str(tmp_path / "mnv4_conv_s_ema.safetensors")
@@ -183,7 +188,7 @@ def test_export_student_writes_raw_when_it_validates_better(tmp_path):
 
 
 def test_exported_safetensors_have_the_mode_of_every_other_output(tmp_path):
-    r = export_student(_module(), tmp_path, "mnv4_conv_s", {"onnx": False}, {}, CLASSES, 64)
+    r = export_student(_module(), tmp_path, "mnv4_conv_s", _export(onnx=False), {}, CLASSES, 64)
     (tmp_path / "notes.txt").write_text("any other output")
     expected = stat.S_IMODE((tmp_path / "notes.txt").stat().st_mode)  # 0644 under umask 022
     modes = {stat.S_IMODE(Path(r[k]).stat().st_mode) for k in ("safetensors", "ema_safetensors")}
@@ -195,7 +200,7 @@ def test_export_student_exports_the_better_ema_and_leaves_the_module_as_it_was(t
     module = _module().train()
     params = {k: (p, p.data_ptr()) for k, p in module.named_parameters()}
     metrics = {"val/top1": 0.5, "val/ema_top1": 0.7}
-    r = export_student(module, tmp_path, "mnv4_conv_s", {"onnx": True}, metrics, CLASSES, 64)
+    r = export_student(module, tmp_path, "mnv4_conv_s", _export(onnx=True), metrics, CLASSES, 64)
     assert r["exported"] == "ema" and r["onnx_dynamic_hw"] is True
     _assert_same_weights(tmp_path / "mnv4_conv_s.safetensors", module.ema.module)
     _assert_same_weights(tmp_path / "mnv4_conv_s_raw.safetensors", module.student)
@@ -210,7 +215,7 @@ def test_export_student_exports_the_better_ema_and_leaves_the_module_as_it_was(t
 def test_export_student_keeps_the_module_on_its_device(tmp_path):
     module = _module().cuda()
     metrics = {"val/top1": 0.5, "val/ema_top1": 0.7}
-    export_student(module, tmp_path, "mnv4_conv_s", {"onnx": True}, metrics, None, 64)
+    export_student(module, tmp_path, "mnv4_conv_s", _export(onnx=True), metrics, None, 64)
     assert all(p.is_cuda for p in module.parameters())
     assert module.student.training
 
