@@ -91,6 +91,7 @@ def test_hybrid_batches_put_a_fixed_count_of_fresh_unlabelled_live_views_first(c
     assert len({min(d) for d in live_digests}) == len(live_digests) == 6 * 8
 
 
+@pytest.mark.slow  # a real Lightning fit
 def test_hybrid_fit_runs_the_teacher_on_the_live_views_only(cfg, tmp_path):
     teacher = teacher_from_config(cfg["teacher"], num_classes=10)
     module = DistillModule(

@@ -68,6 +68,7 @@ def test_channels_last_teacher_gives_the_same_outputs(teacher_files, images):
     torch.testing.assert_close(cl(images), plain(images), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow  # bfloat16 convolutions are slow on CPUs without bf16 units
 def test_bf16_autocast_teacher_runs_and_agrees_roughly(teacher_files, images):
     plain = create_teacher("timm:resnet10t", checkpoint=teacher_files["timm_st"])
     bf16 = create_teacher(
