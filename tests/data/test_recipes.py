@@ -85,6 +85,7 @@ def test_every_stored_view_replays_bit_exactly_with_the_teachers_label(recipe_se
     assert reports[name].views == len(views)
 
 
+@pytest.mark.slow  # builds a second set
 def test_samples_pack_8_images_and_never_more_than_a_shard_holds(recipe_sets, tmp_path):
     root, teacher, sources, _ = recipe_sets
     sizes = [group_size(s) for _, s in _all_samples(root / "randaug")]
@@ -181,6 +182,7 @@ def _skips_and_views(set_dir: Path, n_batches: int) -> tuple[list[tuple[str, str
     return [x for b in batches for x in b["skipped"]], [k for b in batches for k in b["key"]]
 
 
+@pytest.mark.slow  # verifies 200 views twice and streams 12 batches
 def test_verify_fails_and_training_skips_exactly_the_views_whose_digest_differs(
     recipe_sets, tmp_path, capsys
 ):
@@ -202,6 +204,7 @@ def test_verify_fails_and_training_skips_exactly_the_views_whose_digest_differs(
     capsys.readouterr()
 
 
+@pytest.mark.slow  # verifies 300 views twice and streams 12 batches
 @pytest.mark.parametrize("name", ["randaug", "mixup"])
 def test_changed_probabilities_in_20_records_are_skipped_by_training_and_fail_verify(
     recipe_sets, tmp_path, name, capsys

@@ -67,6 +67,7 @@ def test_live_samples_per_batch_follow_the_weights_and_keep_both_kinds():
     assert live_per_batch(16, [1, 1], [True, True]) == 16
 
 
+@pytest.mark.slow  # cfg builds the live mixup set
 def test_hybrid_batches_put_a_fixed_count_of_fresh_unlabelled_live_views_first(cfg):
     dm = _dm(cfg, steps=6)
     dm.prepare()
@@ -171,6 +172,7 @@ def test_offline_ignores_labels_from(hybrid_values):
     check_values(_set(_set(hybrid_values, "mode", "offline"), "data.labels_from", {}))
 
 
+@pytest.mark.slow  # cfg builds the live mixup set
 def test_live_teacher_other_than_the_stored_sets_is_warned_and_recorded(cfg, tmp_path, caplog):
     other = save_random_teacher(tmp_path / "other-teacher.safetensors", input_size=32)
     c = {**cfg, "teacher": {**cfg["teacher"], "checkpoint": str(other)}}
@@ -213,6 +215,7 @@ def test_two_ddp_ranks_take_equal_hybrid_steps_with_equal_teacher_work(cfg, tiny
     assert result["teacher_cost"]["teacher_forwards"] == 32
 
 
+@pytest.mark.slow  # cfg builds the live mixup set
 def test_stored_sets_of_a_hybrid_run_must_carry_labels(cfg):
     dm = DistillDataModule(
         cfg["data"]["root"],

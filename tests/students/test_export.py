@@ -24,14 +24,11 @@ def test_onnx_export_with_dynamic_hw_matches_pytorch_in_onnxruntime(name, tmp_pa
     assert not list(tmp_path.glob("*.tmp"))
 
 
-# the fast tier round-trips the smallest student; the slow tier the hybrid (attention, layer scale)
-@pytest.mark.parametrize(
-    "name", ["mnv4_conv_s", pytest.param("mnv4_hybrid_m", marks=pytest.mark.slow)]
-)
-def test_safetensors_round_trip(name, tmp_path):
-    model = randomize_like_trained(students.create_model(name), 64)
-    path = save_safetensors(model, tmp_path / f"{name}.safetensors")
-    again = students.create_model(name, checkpoint=path).eval()
+@pytest.mark.slow  # a randomised hybrid: seconds
+def test_safetensors_round_trip(tmp_path):
+    model = randomize_like_trained(students.create_model("mnv4_hybrid_m"), 64)
+    path = save_safetensors(model, tmp_path / "hybrid_m.safetensors")
+    again = students.create_model("mnv4_hybrid_m", checkpoint=path).eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(again(x), model(x), atol=0, rtol=0)

@@ -119,6 +119,7 @@ def _folder_build(root: Path, tmp_path: Path, *overrides: str):
     )
 
 
+@pytest.mark.slow  # builds every set but extra
 def test_folder_without_unlabelled_builds_every_set_but_extra(
     digit_root, project_teacher, tmp_path
 ):
