@@ -55,7 +55,11 @@ def test_native_resolution(name):
     assert students.create_model(name).default_resolution == expected
 
 
-@pytest.mark.parametrize("channels_last", [True, False], ids=["channels_last", "nchw"])
+@pytest.mark.parametrize(
+    "channels_last",
+    [True, pytest.param(False, marks=pytest.mark.slow)],  # the default layout in the fast tier
+    ids=["channels_last", "nchw"],
+)
 @pytest.mark.parametrize("name", TIERED)
 def test_logits_equal_timm_given_the_same_weights(name, channels_last, timm_models):
     """Ours (default channels_last, or NCHW) against timm's default NCHW model, fp32, eval."""

@@ -105,6 +105,7 @@ class _DataDependent(nn.Module):
         return x * 2 if x.sum() > 0 else x
 
 
+@pytest.mark.slow  # imports ExecuTorch and tries to lower
 def test_save_pte_rejects_what_it_cannot_lower_and_leaves_nothing(tmp_path):
     from students.runtimes.executorch import save_pte
 

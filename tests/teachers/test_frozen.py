@@ -11,7 +11,8 @@ import students
 from teachers import FrozenTeacher, create_teacher
 
 
-@pytest.fixture(params=["timm", "mnv4"])
+# the fast tier checks the timm teacher; the slow tier the MNv4 one as well
+@pytest.fixture(params=["timm", pytest.param("mnv4", marks=pytest.mark.slow)])
 def teacher(request, teacher_files) -> FrozenTeacher:
     if request.param == "timm":
         return create_teacher("timm:resnet10t", checkpoint=teacher_files["timm_st"])
