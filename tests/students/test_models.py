@@ -183,6 +183,7 @@ def test_mqa_has_one_shared_key_and_value_head():
     assert block.layer_scale.gamma.flatten().tolist() == pytest.approx([1e-5] * 192)
 
 
+@pytest.mark.slow  # three hybrid networks
 def test_mhsa_and_no_attention_variants_for_the_ablation():
     mqa = students.create_model("mnv4_hybrid_m")
     mhsa = students.create_model("mnv4_hybrid_m", attention="mhsa")
