@@ -1,5 +1,6 @@
-"""Hydra's schemas for conf/train.yaml and conf/build.yaml, registered for every test, and the
-servers the remote-set tests read from (testkit/servers.py).
+"""Hydra's schemas for conf/train.yaml and conf/build.yaml, registered for every test, the tiny
+digits cache every package's tests share (built once a session), and the servers the remote-set
+tests read from (testkit/servers.py).
 
 The apps register the schemas when they import their config modules; a test that composes a
 config directly must not depend on another test having imported them first.
@@ -12,6 +13,20 @@ import distill.config
 
 data.config.register_build_configs()
 distill.config.register_configs()
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory) -> list[str]:
+    """Every digits set (offline, online raw, validation) built by the project's builder from
+    about 64 real images each, labelled by a random-init ``timm:resnet10t`` saved where the
+    digits teacher is cached (so nothing is trained); returns the overrides to use. Built once
+    for the whole session: a test that changes its files copies the cache first."""
+    from tests.distill.conftest import ON_CACHE, TINY_DATA, build_cache
+
+    cache = tmp_path_factory.mktemp("tiny_cache")
+    overrides = [f"paths.cache={cache}", *TINY_DATA, *ON_CACHE]
+    build_cache(cache, overrides, baseline=False, teacher=True)
+    return overrides
 
 
 @pytest.fixture

@@ -167,6 +167,7 @@ def _damage(set_dir, kind: str) -> str:
     return key
 
 
+@pytest.mark.slow  # a real Lightning fit
 @pytest.mark.parametrize("kind", ["png", "broken"])
 def test_a_real_trainer_with_device_decode_counts_bad_images_and_finishes(kind, tmp_path):
     root = tmp_path / "sets"

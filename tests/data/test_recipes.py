@@ -67,6 +67,7 @@ def _all_samples(set_dir: Path):
             yield url, {"__key__": key, "__url__": url, **sample}
 
 
+@pytest.mark.slow  # recipe_sets: four sets built and labelled
 @pytest.mark.parametrize("name", sorted(REPLICAS))
 def test_every_stored_view_replays_bit_exactly_with_the_teachers_label(recipe_sets, name):
     root, teacher, sources, reports = recipe_sets
@@ -93,6 +94,7 @@ def test_every_stored_view_replays_bit_exactly_with_the_teachers_label(recipe_se
     assert reports[name].views == len(views)
 
 
+@pytest.mark.slow  # builds a second set
 def test_samples_pack_8_images_and_never_more_than_a_shard_holds(recipe_sets, tmp_path):
     root, teacher, sources, _ = recipe_sets
     sizes = [group_size(s) for _, s in _all_samples(root / "randaug")]
@@ -107,6 +109,7 @@ def test_samples_pack_8_images_and_never_more_than_a_shard_holds(recipe_sets, tm
     assert max(per_shard) == 3 and sum(per_shard) == len(sources["labelled"].items)
 
 
+@pytest.mark.slow  # recipe_sets: four sets built and labelled
 def test_pixel_sets_keep_their_identity_and_plain_sets_stay_pixels(recipe_sets, tmp_path):
     root, teacher, sources, _ = recipe_sets
     ra = {**_variants()["randaug"], "replicas": 1}
@@ -123,6 +126,7 @@ def test_pixel_sets_keep_their_identity_and_plain_sets_stay_pixels(recipe_sets, 
         build_sets({"ra": ra}, sources, teacher, tmp_path / "x", {**build, "store": "jpeg"})
 
 
+@pytest.mark.slow  # recipe_sets: four sets built and labelled
 def test_verify_reports_exact_replay_and_exits_zero(recipe_sets, capsys):
     root, *_ = recipe_sets
     rc = verify_main([str(root / "mixup"), "--samples", "40", "--no-progress"])
@@ -150,6 +154,7 @@ def _edit_views(sample: dict, edit) -> dict:
     return {**sample, VIEWS: buf.getvalue()}
 
 
+@pytest.mark.slow  # recipe_sets: four sets built and labelled
 def test_verify_catches_a_wrong_label_and_a_changed_view(recipe_sets, tmp_path, capsys):
     root, *_ = recipe_sets
 
@@ -189,6 +194,7 @@ def _skips_and_views(set_dir: Path, n_batches: int) -> tuple[list[tuple[str, str
     return [x for b in batches for x in b["skipped"]], [k for b in batches for k in b["key"]]
 
 
+@pytest.mark.slow  # verifies 200 views twice and streams 12 batches
 def test_verify_fails_and_training_skips_exactly_the_views_whose_digest_differs(
     recipe_sets, tmp_path, capsys
 ):
@@ -210,6 +216,7 @@ def test_verify_fails_and_training_skips_exactly_the_views_whose_digest_differs(
     capsys.readouterr()
 
 
+@pytest.mark.slow  # verifies 300 views twice and streams 12 batches
 @pytest.mark.parametrize("name", ["randaug", "mixup"])
 def test_changed_probabilities_in_20_records_are_skipped_by_training_and_fail_verify(
     recipe_sets, tmp_path, name, capsys
@@ -264,6 +271,7 @@ def _batches(stream, n: int, workers: int = 0):
     return [next(it) for _ in range(n)]
 
 
+@pytest.mark.slow  # recipe_sets: four sets built and labelled
 @pytest.mark.parametrize("workers", [0, 2])
 def test_the_same_seed_replays_the_same_batches(recipe_sets, workers):
     root, *_ = recipe_sets
@@ -277,6 +285,7 @@ def test_the_same_seed_replays_the_same_batches(recipe_sets, workers):
     assert all(not x["skipped"] for x in a)
 
 
+@pytest.mark.slow  # recipe_sets: four sets built and labelled
 def test_each_visit_of_an_image_renders_another_replica(recipe_sets):
     pick = ReplicaPicker(seed=0, rank=0, worker=0)
     assert sorted(pick("shard:key:0", 7) for _ in range(7)) == list(range(7))
@@ -290,6 +299,7 @@ def test_each_visit_of_an_image_renders_another_replica(recipe_sets):
     assert revisited  # views of one image differ between visits, not only by the flip
 
 
+@pytest.mark.slow  # recipe_sets: four sets built and labelled
 def test_stream_labels_are_the_stored_labels_of_the_rendered_view(recipe_sets):
     root, teacher, *_ = recipe_sets
     batch = _batches(_stream(root / "randaug"), 1)[0]
@@ -359,6 +369,7 @@ def _set_field(field: str, value):
         ("no views", "mixup", lambda s: {k: v for k, v in s.items() if k != VIEWS}, "views.npy"),
     ],
 )
+@pytest.mark.slow  # recipe_sets: four sets built and labelled
 def test_bad_recipes_are_skips_naming_shard_and_key_and_a_dead_set_fails_fast(
     recipe_sets, tmp_path, case, set_name, change, reason
 ):
@@ -374,6 +385,7 @@ def test_bad_recipes_are_skips_naming_shard_and_key_and_a_dead_set_fails_fast(
     assert all(f"{set_name}-000000.tar:" in where for where, _ in skipped)
 
 
+@pytest.mark.slow  # recipe_sets: four sets built and labelled
 def test_a_group_missing_an_image_member_names_it_and_keeps_the_images_after_it(
     recipe_sets, tmp_path
 ):
@@ -392,6 +404,7 @@ def test_a_group_missing_an_image_member_names_it_and_keeps_the_images_after_it(
     assert (f"{url}:{key}:1", "group lacks 1.jpg") in [tuple(x) for x in skipped]
 
 
+@pytest.mark.slow  # recipe_sets: four sets built and labelled
 def test_an_unknown_op_table_or_format_is_refused_before_training(recipe_sets):
     root, *_ = recipe_sets
     spec = read_manifest(root / "randaug").data["recipe"]
@@ -404,6 +417,7 @@ def test_an_unknown_op_table_or_format_is_refused_before_training(recipe_sets):
         Replayer(spec, 11)
 
 
+@pytest.mark.slow  # recipe_sets: four sets built and labelled
 def test_other_library_versions_are_warned_about(recipe_sets, tmp_path, caplog):
     root, *_ = recipe_sets
     for name in ("randaug", "mixup"):
@@ -417,6 +431,7 @@ def test_other_library_versions_are_warned_about(recipe_sets, tmp_path, caplog):
     assert "opencv-python-headless 0.1.0 ->" in caplog.text and "data.verify" in caplog.text
 
 
+@pytest.mark.slow  # recipe_sets: four sets built and labelled
 def test_two_ranks_on_a_one_shard_recipe_set_both_get_batches(recipe_sets, tmp_path):
     root, *_ = recipe_sets
     one = _one_shard_set(root / "randaug", tmp_path / "one")
@@ -442,6 +457,7 @@ def test_digest_covers_every_pixel_the_record_and_the_class():
     assert view_digest(pixel_hash(view), other, 3) == digest
 
 
+@pytest.mark.slow  # recipe_sets: four sets built and labelled
 def test_preview_renders_recipe_views(recipe_sets):
     from data.preview import grid
 
@@ -453,6 +469,7 @@ def test_preview_renders_recipe_views(recipe_sets):
     )
 
 
+@pytest.mark.slow  # recipe_sets: four sets built and labelled
 def test_preview_skips_a_recipe_with_a_bad_crop_box_and_names_it(recipe_sets, tmp_path):
     from data.preview import stored_views
 
@@ -468,9 +485,28 @@ def test_preview_skips_a_recipe_with_a_bad_crop_box_and_names_it(recipe_sets, tm
     assert len(views) == m.num_samples - 4  # the images of every other group shown
 
 
+@pytest.mark.slow  # recipe_sets: four sets built and labelled
 def test_the_same_seed_picks_the_same_views_wherever_the_set_lives(recipe_sets, tmp_path):
     root, *_ = recipe_sets
     moved = shutil.copytree(root / "randaug", tmp_path / "elsewhere" / "randaug")
     a = _batches(_stream(root / "randaug", seed=5), 3)
     b = _batches(_stream(moved, seed=5), 3)
     assert all(torch.equal(x["image"], y["image"]) for x, y in zip(a, b, strict=True))
+
+
+def test_every_view_of_the_tiny_caches_recipe_set_replays_with_its_digest(tiny_cache):
+    """The fast tier's replay check, on the shared cache (recipe_sets' checks run in the slow
+    tier): every stored record renders and matches its digest, and the manifest counts them."""
+    cache = Path(next(o.split("=", 1)[1] for o in tiny_cache if o.startswith("paths.cache=")))
+    set_dir = cache / "shards" / "digits" / "randaug"
+    m = read_manifest(set_dir)
+    replay = Replayer(m.data["recipe"], m.num_classes)  # checks digests: a mismatch raises
+    views = 0
+    for _, sample in _all_samples(set_dir):
+        records = replay.records(sample)
+        for i in range(records.shape[0]):
+            for r in range(records.shape[1]):
+                view, row, _ = replay.render(sample, i, r, records)
+                assert view.shape == (32, 32, 3) and replay.codec.soft_label(row).sum() > 0
+                views += 1
+    assert m.data["storage"]["mode"] == "recipe" and m.data["storage"]["views"] == views > 0

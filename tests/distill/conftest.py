@@ -1,6 +1,7 @@
-"""Composed configs and real digits caches shared by the tests: ``tiny_cache`` (a few dozen
-images per set labelled by a random-init teacher: seconds) for the fast tier, ``digits_cache``
-(a trained teacher and every set at test scale: minutes) for the slow end-to-end runs."""
+"""Composed configs and real digits caches for the tests: the recipe of ``tiny_cache`` (a few
+dozen images per set labelled by a random-init teacher: seconds; the fixture lives in
+tests/conftest.py so every package shares one) for the fast tier, ``digits_cache`` (a trained
+teacher and every set at test scale: minutes) for the slow end-to-end runs."""
 
 from __future__ import annotations
 
@@ -55,11 +56,11 @@ def digits_cache(tmp_path_factory) -> list[str]:
     (the cache, the small-data settings and ``ON_CACHE``)."""
     cache = tmp_path_factory.mktemp("cache")
     overrides = [f"paths.cache={cache}", *SMALL_DATA]
-    _build(cache, overrides, baseline=True)  # trains the teacher; the baseline's sets too
+    build_cache(cache, overrides, baseline=True)  # trains the teacher; the baseline's sets too
     return [*overrides, *ON_CACHE]
 
 
-def _build(cache: Path, overrides: list[str], baseline: bool, teacher: bool = False) -> None:
+def build_cache(cache: Path, overrides: list[str], baseline: bool, teacher: bool = False) -> None:
     """Build every set a run needs in online (raw, val) and offline mode (the train sets), and
     with ``baseline`` the from-labels baseline's; ``teacher`` first saves a random-init one."""
     from distill.run_sets import ensure_data
@@ -85,17 +86,6 @@ TINY_DATA = [
     "build.num_workers=0",
     "build.shard_size=32",
 ]
-
-
-@pytest.fixture(scope="session")
-def tiny_cache(tmp_path_factory) -> list[str]:
-    """Every digits set (offline, online raw, validation) built by the project's builder from
-    about 64 real images each, labelled by a random-init ``timm:resnet10t`` saved where the
-    digits teacher is cached (so nothing is trained); returns the overrides to use."""
-    cache = tmp_path_factory.mktemp("tiny_cache")
-    overrides = [f"paths.cache={cache}", *TINY_DATA, *ON_CACHE]
-    _build(cache, overrides, baseline=False, teacher=True)
-    return overrides
 
 
 @pytest.fixture

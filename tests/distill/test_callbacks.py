@@ -33,6 +33,7 @@ def _fit_start(callback: SampleGrids, logger) -> None:
     callback.on_fit_start(trainer, L.LightningModule())
 
 
+@pytest.mark.slow  # starts an offline W&B run
 def test_sample_grids_log_one_image_per_set_to_an_offline_wandb_run(tmp_path, wandb_logger):
     root = tmp_path / "shards"
     write_set(root, "randaug", [4])

@@ -68,6 +68,7 @@ def test_live_samples_per_batch_follow_the_weights_and_keep_both_kinds():
     assert live_per_batch(16, [1, 1], [True, True]) == 16
 
 
+@pytest.mark.slow  # cfg builds the live mixup set
 def test_hybrid_batches_put_a_fixed_count_of_fresh_unlabelled_live_views_first(cfg):
     dm = _dm(cfg, steps=6)
     dm.prepare()
@@ -92,6 +93,7 @@ def test_hybrid_batches_put_a_fixed_count_of_fresh_unlabelled_live_views_first(c
     assert len({min(d) for d in live_digests}) == len(live_digests) == 6 * 8
 
 
+@pytest.mark.slow  # a real Lightning fit
 def test_hybrid_fit_runs_the_teacher_on_the_live_views_only(cfg, tmp_path):
     teacher = teacher_from_config(typed(TeacherConfig, cfg["teacher"], "teacher"), num_classes=10)
     module = DistillModule(
@@ -166,6 +168,7 @@ def test_offline_ignores_labels_from(hybrid_values):
     checked_config(_set(_set(hybrid_values, "mode", "offline"), "data.labels_from", {}))
 
 
+@pytest.mark.slow  # cfg builds the live mixup set
 def test_live_teacher_other_than_the_stored_sets_is_warned_and_recorded(cfg, tmp_path, caplog):
     other = save_random_teacher(tmp_path / "other-teacher.safetensors", input_size=32)
     c = {**cfg, "teacher": {**cfg["teacher"], "checkpoint": str(other)}}
@@ -209,6 +212,7 @@ def test_two_ddp_ranks_take_equal_hybrid_steps_with_equal_teacher_work(cfg, tiny
     assert result["teacher_cost"]["teacher_forwards"] == 32
 
 
+@pytest.mark.slow  # cfg builds the live mixup set
 def test_stored_sets_of_a_hybrid_run_must_carry_labels(cfg):
     dm = DistillDataModule(
         cfg["data"]["root"],

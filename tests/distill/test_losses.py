@@ -279,6 +279,7 @@ E2E = [
 ]
 
 
+@pytest.mark.slow  # a real Lightning fit per loss
 @pytest.mark.parametrize("mode,overrides", E2E, ids=[" ".join(o) + f" {m}" for m, o in E2E])
 def test_each_loss_trains_a_few_steps_with_a_real_trainer(mode, overrides, tiny_cache, tmp_path):
     from data.config import TeacherConfig, typed

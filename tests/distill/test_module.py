@@ -18,6 +18,8 @@ from teachers.preprocess import to_model_input
 
 from .conftest import compose_train
 
+pytestmark = pytest.mark.slow  # every test here is a real Lightning fit
+
 
 @pytest.fixture(scope="module")
 def cfg(tiny_cache, tmp_path_factory):

@@ -32,6 +32,7 @@ class ConvBN(nn.Module):
         return self.fc(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
 
 
+@pytest.mark.slow  # torch.export and the ExecuTorch quantizer: seconds even for a tiny module
 def test_freeze_bn_stops_running_stats():
     prepared = prepare_qat(ConvBN(), 8)
     x = torch.randn(4, 3, 8, 8)
@@ -48,6 +49,7 @@ def test_freeze_bn_stops_running_stats():
     assert all(torch.equal(a, b) for a, b in zip(moved, stats(), strict=True))
 
 
+@pytest.mark.slow  # qat_distill exports and prepares the module before it reads a batch
 def test_batches_without_teacher_labels_are_refused():
     batch = {"image": torch.zeros(2, 3, 8, 8, dtype=torch.uint8), "label": torch.zeros(2)}
     with pytest.raises(ValueError, match="teacher labels"):

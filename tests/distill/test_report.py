@@ -52,6 +52,7 @@ def _check_page(run_dir: Path) -> None:
     assert "teacher top-1" in page and "<th>agreement</th>" in page  # headline, per-class table
 
 
+@pytest.mark.slow  # smoke_run: a whole +debug=smoke run with its baseline
 def test_every_run_writes_a_report_with_every_figure_inline(smoke_run):
     _check_page(smoke_run)
 
@@ -73,6 +74,7 @@ def test_report_command_line_renders_a_run_directory(smoke_run, tmp_path):
     _check_page(run_dir)
 
 
+@pytest.mark.slow  # smoke_run: a whole +debug=smoke run with its baseline
 def test_a_copied_run_directory_hands_out_its_own_files(smoke_run, tmp_path):
     import json
 

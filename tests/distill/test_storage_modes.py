@@ -12,7 +12,7 @@ import pytest
 from distill.app import run
 from distill.cli_checks import UsageError
 
-from .conftest import ON_CACHE, TINY_DATA, _build, compose_train
+from .conftest import ON_CACHE, TINY_DATA, build_cache, compose_train
 
 SMOKE = ["+student=mnv4_conv_s", "+debug=smoke", "data.shuffle_buffer=32", "export.enabled=false"]
 
@@ -22,10 +22,11 @@ def _storage(cache, name: str) -> str:
     return manifest["storage"]["mode"]
 
 
+@pytest.mark.slow  # builds its own cache and trains
 def test_pixel_storage_builds_and_trains_end_to_end(tmp_path, env_no_wandb):
     cache = tmp_path / "cache"
     overrides = [f"paths.cache={cache}", *TINY_DATA, *ON_CACHE, "build.store=pixels"]
-    _build(cache, overrides, baseline=False, teacher=True)
+    build_cache(cache, overrides, baseline=False, teacher=True)
     assert _storage(cache, "randaug") == "pixels" and _storage(cache, "val") == "pixels"
     cfg = compose_train([*SMOKE, *overrides, "report.enabled=false"], tmp_path / "run")
     assert 0.0 <= run(cfg) <= 1.0

@@ -130,6 +130,7 @@ def test_sections_take_exactly_their_keys():
         section(LossConfig, {**full, "temprature": 2.0})
 
 
+@pytest.mark.slow  # a fresh interpreter: seconds of imports
 def test_cfg_job_prints_every_default():
     out = subprocess.run(
         [sys.executable, "-m", "distill", "student=mnv4_conv_s", "--cfg", "job"],

@@ -1,4 +1,4 @@
-"""Spaces from the presets' own files, and the tiny real digits cache the search tests train on."""
+"""Spaces from the presets' own files (the search tests train on tests/conftest.py's ``tiny_cache``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import yaml
 
 from nas.app import space_from_config
 from nas.space import SearchSpace
-from tests.distill.conftest import tiny_cache  # noqa: F401  (the same tiny digits shards)
 from tests.helpers import CONF
 
 

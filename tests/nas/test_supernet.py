@@ -35,7 +35,11 @@ def _randomized(net: nn.Module, seed: int = 0) -> nn.Module:
     return net
 
 
-@pytest.mark.parametrize("train", [True, False], ids=["batch-stats", "running-stats"])
+@pytest.mark.parametrize(
+    "train",
+    [pytest.param(True, marks=pytest.mark.slow), False],  # eval mode in the fast tier
+    ids=["batch-stats", "running-stats"],
+)
 def test_a_cut_out_point_equals_the_standalone_student(conv_s_space, train):
     space = conv_s_space
     net = _randomized(SuperNet(space, 10, space.kernels, space.kernels, space.expansions))
@@ -51,6 +55,7 @@ def test_a_cut_out_point_equals_the_standalone_student(conv_s_space, train):
             torch.testing.assert_close(net(x, path_of(arch)), student(x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow  # a whole Conv-S-sized supernet against its student
 def test_a_fine_stage_point_equals_its_student(conv_s_space):
     coarse = coarse_stage(conv_s_space)
     base = coarse.arch([1] * len(coarse.decisions))

@@ -24,6 +24,7 @@ def test_onnx_export_with_dynamic_hw_matches_pytorch_in_onnxruntime(name, tmp_pa
     assert not list(tmp_path.glob("*.tmp"))
 
 
+@pytest.mark.slow  # a randomised hybrid: seconds
 def test_safetensors_round_trip(tmp_path):
     model = randomize_like_trained(students.create_model("mnv4_hybrid_m"), 64)
     path = save_safetensors(model, tmp_path / "hybrid_m.safetensors")

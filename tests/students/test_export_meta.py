@@ -154,6 +154,7 @@ class _FixedSize(torch.nn.Module):
         return self.fc(x.flatten(1))
 
 
+@pytest.mark.slow  # two ONNX exports
 def test_model_that_cannot_vary_hw_falls_back_to_a_static_export_and_says_so(tmp_path, caplog):
     result = export_onnx(_FixedSize(), tmp_path / "fixed.onnx", 32, metadata=_meta(resolution=32))
     assert not result.dynamic_hw and set(result.checked) == {"32x32"}

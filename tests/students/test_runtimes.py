@@ -105,6 +105,7 @@ class _DataDependent(nn.Module):
         return x * 2 if x.sum() > 0 else x
 
 
+@pytest.mark.slow  # imports ExecuTorch and tries to lower
 def test_save_pte_rejects_what_it_cannot_lower_and_leaves_nothing(tmp_path):
     from students.runtimes.executorch import save_pte
 
@@ -113,6 +114,7 @@ def test_save_pte_rejects_what_it_cannot_lower_and_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # ExecuTorch lowering
 def test_save_pte_lowers_a_float_module_with_its_sidecar(tmp_path):
     """``save_pte`` is also the QAT path's writer: any exportable module, fixed input shape."""
     from students.runtimes.executorch import ExecuTorch, read_pte_meta, save_pte
@@ -126,6 +128,7 @@ def test_save_pte_lowers_a_float_module_with_its_sidecar(tmp_path):
     assert read_pte_meta(path)["k"] == "v"
 
 
+@pytest.mark.slow  # ExecuTorch lowering
 def test_executorch_files_loaded_with_different_thread_counts_can_take_turns(tmp_path):
     """The thread knob resets a process-wide pool that loaded methods point into: running a
     method loaded before a reset crashed the process (how the table times 1 and 2 threads)."""

@@ -23,7 +23,7 @@ def _logits(model, x):
         return model.eval()(x)
 
 
-@pytest.mark.parametrize("fmt", ["pth", "safetensors"])
+@pytest.mark.parametrize("fmt", [pytest.param("pth", marks=pytest.mark.slow), "safetensors"])
 def test_timm_checkpoint_loads_and_reproduces_timm_logits(tmp_path, conv_s_timm, fmt):
     path = tmp_path / f"timm_conv_s.{fmt}"
     state = conv_s_timm.state_dict()

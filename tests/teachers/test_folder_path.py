@@ -119,6 +119,7 @@ def _folder_build(root: Path, tmp_path: Path, *overrides: str):
     )
 
 
+@pytest.mark.slow  # builds every set but extra
 def test_folder_without_unlabelled_builds_every_set_but_extra(
     digit_root, project_teacher, tmp_path
 ):
@@ -198,7 +199,7 @@ def test_imagenet_without_imagenet_root_says_which_variable(monkeypatch, tmp_pat
     assert str(err.value).startswith(msg)
 
 
-def test_imagenet_without_extra_pool_names_the_variable_and_the_knob_that_works(
+def test_imagenet_without_extra_pool_names_the_variable_and_the_knob(
     monkeypatch, tmp_path, digit_root, project_teacher
 ):
     monkeypatch.setenv("IMAGENET_ROOT", str(digit_root))
@@ -206,6 +207,15 @@ def test_imagenet_without_extra_pool_names_the_variable_and_the_knob_that_works(
     teacher = f"teacher.checkpoint={project_teacher}"
     with pytest.raises(SourceError, match=r"needs EXTRA_POOL=.*data\.train_sets\.extra=0"):
         run(_imagenet_build(tmp_path, teacher))
+
+
+@pytest.mark.slow  # builds every imagenet set but extra
+def test_imagenet_without_extra_pool_builds_with_the_knob_the_error_names(
+    monkeypatch, tmp_path, digit_root, project_teacher
+):
+    monkeypatch.setenv("IMAGENET_ROOT", str(digit_root))
+    monkeypatch.delenv("EXTRA_POOL", raising=False)
+    teacher = f"teacher.checkpoint={project_teacher}"
     reports = run(_imagenet_build(tmp_path, teacher, "data.train_sets.extra=0"))
     assert {r.name for r in reports} == {"randaug", "mixup", "val", "raw"}
 

@@ -11,7 +11,8 @@ import students
 from teachers import FrozenTeacher, create_teacher
 
 
-@pytest.fixture(params=["timm", "mnv4"])
+# the fast tier checks the timm teacher; the slow tier the MNv4 one as well
+@pytest.fixture(params=["timm", pytest.param("mnv4", marks=pytest.mark.slow)])
 def teacher(request, teacher_files) -> FrozenTeacher:
     if request.param == "timm":
         return create_teacher("timm:resnet10t", checkpoint=teacher_files["timm_st"])
@@ -68,6 +69,7 @@ def test_channels_last_teacher_gives_the_same_outputs(teacher_files, images):
     torch.testing.assert_close(cl(images), plain(images), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow  # bfloat16 convolutions are slow on CPUs without bf16 units
 def test_bf16_autocast_teacher_runs_and_agrees_roughly(teacher_files, images):
     plain = create_teacher("timm:resnet10t", checkpoint=teacher_files["timm_st"])
     bf16 = create_teacher(

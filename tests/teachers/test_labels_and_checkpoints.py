@@ -49,6 +49,7 @@ def test_temperature_softens(resnet, images):
     assert (soft <= sharp + 1e-3).all() and (soft < sharp).any()
 
 
+@pytest.mark.slow  # eight teacher forwards at 224 px
 def test_ensemble_averages_member_probabilities(teacher_files, images):
     a = create_teacher("timm:resnet10t", checkpoint=teacher_files["timm_st"])
     b = create_teacher("mnv4:mnv4_conv_s", checkpoint=teacher_files["mnv4"], num_classes=10)
