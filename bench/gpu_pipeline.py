@@ -1,6 +1,9 @@
 """Feeding the GPU: the real offline training loop against the compiled student-only step.
 
-``python -m bench gpu_pipeline`` on a CUDA machine (about 6 minutes on one H200). For each
+``python -m bench gpu_pipeline`` on a CUDA machine (one H200, 2026-12-04: the Conv-S row took
+about 3 minutes, 97 s of it making the shards before their pool ran one torch thread per
+process; all three rows need more than one 10-minute device call: ``BENCH_GPU_ROWS=0`` or
+``=1,2`` picks rows). For each
 (student, resolution, batch) in ``ROWS``:
 
 - ``end_to_end_img_s``: steady-state images/s of ``DistillModule`` + ``DistillDataModule``
@@ -67,7 +70,11 @@ def make_set(root: Path, name: str, n: int, size: int, per_shard: int = 1000) ->
     set_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(size)
     counts = {}
-    with ProcessPoolExecutor(os.cpu_count()) as pool:
+    # one torch thread per process: os.cpu_count() processes of os.cpu_count() threads each made
+    # 2048 images take 97 s on the H200's 16 cores
+    with ProcessPoolExecutor(
+        os.cpu_count(), initializer=torch.set_num_threads, initargs=(1,)
+    ) as pool:
         for s, start in enumerate(range(0, n, per_shard)):
             idx = range(start, min(n, start + per_shard))
             jpegs = list(pool.map(_natural_jpeg, [(i, size) for i in idx], chunksize=32))
@@ -287,8 +294,10 @@ def main() -> None:
         print("bench/gpu_pipeline.py: no CUDA device; BENCH_QUICK=1 runs a CPU smoke check")
         return
     smoke = not cuda or quick()
-    configs = SMOKE if not cuda else ROWS
-    n, steps, warmup = (256, 12, 3) if smoke else (20_480, 60, 15)
+    picked = os.environ.get("BENCH_GPU_ROWS")
+    configs = SMOKE if smoke else [ROWS[int(i)] for i in picked.split(",")] if picked else ROWS
+    # unique images: the epoch cycles through them, so 4096 feed the loader as well as 1.28M
+    n, steps, warmup = (256, 12, 3) if smoke else (4096, 60, 15)
     workers = max(1, min(15, (os.cpu_count() or 2) - 1))
     out = RESULTS if cuda else Path(tempfile.mkdtemp(prefix="bench_gpu_pipeline_"))
     if not cuda:
