@@ -29,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import students
-from bench.common import quick, table, write_result
+from bench.common import RESULTS, quick, table, write_result
 from nas.latency import LatencyTable, Setup
 from nas.space import arch_to_spec, random_arch
 
@@ -39,6 +39,13 @@ RETRAIN = ["baseline.enabled=false", "report.enabled=false", "export.onnx=false"
 def seeds() -> tuple[list[int], list[int]]:
     """(seeds of the T0 comparison, seeds of the 2 x T0 search)."""
     return ([0], [0]) if quick() else ([0, 1, 2], [0])
+
+
+def picked_seeds() -> list[int] | None:
+    """``BENCH_NAS_SEEDS=1,2``: only these T0 seeds, kept beside the other rows already in
+    results/nas_search.json (a benchmark continued in a later session, its work dir gone)."""
+    value = os.environ.get("BENCH_NAS_SEEDS")
+    return [int(s) for s in value.split(",")] if value else None
 
 
 def work_dir() -> Path:
@@ -191,9 +198,17 @@ def main() -> None:
     payload: dict = {"work_dir": str(work_dir()), "seeds": t0_seeds}
     order = [("t0", t0_seeds[0]), *(("x2", s) for s in x2_seeds)]
     order += [("t0", s) for s in t0_seeds[1:]]
+    picked = picked_seeds()
+    if picked:
+        earlier = json.loads((RESULTS / "nas_search.json").read_text())
+        rows = [r for r in earlier.get("rows", []) if r["seed"] not in picked]
+        x2 = earlier.get("scale2", [])
+        payload.update(rows=rows, scale2=x2, earlier_work_dirs=earlier.get("work_dir"))
+        order = [("t0", s) for s in picked]
     for kind, seed in order:
         if kind == "t0":
             rows.append(compare(seed))
+            rows.sort(key=lambda r: r["seed"])
             payload["rows"] = rows
         else:
             x2.append(at_scale2(seed))
