@@ -42,7 +42,7 @@ def digits_space():
     base["space"] = yaml.safe_load((CONF / "nas" / "space" / "conv_s.yaml").read_text())
     base["coarse"]["steps"] = base["fine"]["steps"] = 1
     base["latency"]["cache_dir"] = "unused"
-    return space_from_config(nas_section(base)["space"], RESOLUTION)
+    return space_from_config(nas_section(base).space, RESOLUTION)
 
 
 def _block_sum_at(table: LatencyTable, spec, stat) -> float:

@@ -118,13 +118,14 @@ def random_candidates(found: dict, n: int, seed: int) -> list:
     """``n`` random points of the two stages' space (expansion 4 everywhere, the paper's) whose
     latency, predicted by the search's own table, is within 10% of T0."""
     from nas.app import space_from_config
+    from nas.config import nas_section
     from nas.latency import network_blocks
 
-    nas, res, classes = found["nas"], found["resolution"], found["num_classes"]
-    space = replace(space_from_config(nas["space"], res), expansions=(4.0,))
-    lat = nas["latency"]
-    setup = Setup(lat["runtime"], lat["precision"], lat["threads"])
-    table = LatencyTable(Path(found["latency_table"]).parent, setup, lat["rounds"], lat["quantile"])
+    nas, res, classes = nas_section(found["nas"]), found["resolution"], found["num_classes"]
+    space = replace(space_from_config(nas.space, res), expansions=(4.0,))
+    lat = nas.latency
+    setup = Setup(lat.runtime, lat.precision, lat.threads)
+    table = LatencyTable(Path(found["latency_table"]).parent, setup, lat.rounds, lat.quantile)
     rng = random.Random(f"random-search/{seed}")
     out = []
     for _ in range(20000):

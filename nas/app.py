@@ -20,7 +20,8 @@ import random
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -30,12 +31,20 @@ from omegaconf import DictConfig, OmegaConf
 import students
 from distill.app import prepare_data
 from distill.cli_checks import UsageError
-from distill.config import DataConfig, OnlineConfig, section
+from distill.config import DataConfig, TrainConfig, TrainerConfig
 from distill.factories import make_datamodule as distill_datamodule
 from distill.results import write_json
-from distill.value_checks import checked_config
+from nas.config import (
+    CoarseConfig,
+    FineConfig,
+    LatencyConfig,
+    NasConfig,
+    SpaceConfig,
+    TargetConfig,
+    search_config,
+)
 from nas.latency import BlockKey, HeadRow, LatencyTable, Setup, network_blocks
-from nas.search import Context, StageSettings, run_stage, supernet_weights
+from nas.search import Context, StageSettings, SupernetTraining, run_stage, supernet_weights
 from nas.space import (
     Arch,
     BlockChoice,
@@ -54,90 +63,69 @@ PRESETS_HINT = "python -m nas +nas=digits (or +nas=imagenet)"
 
 
 # -- 1. start ----------------------------------------------------------------------------------
-def space_from_config(s: dict, resolution: int) -> SearchSpace:
+def space_from_config(s: SpaceConfig, resolution: int) -> SearchSpace:
     """``nas.space`` as a ``SearchSpace``; a bad value is a one-line error naming the key."""
     try:
         return SearchSpace(
-            name=s["name"],
+            name=s.name,
             resolution=resolution,
-            stem_widths=tuple(s["stem_widths"]),
+            stem_widths=tuple(s.stem_widths),
             stages=tuple(
                 StageSpace(
-                    st["kind"],
-                    tuple(st["widths"]),
-                    st["stride"],
-                    tuple(float(e) for e in st["expansions"]),
-                    tuple(st["depth"]),
+                    st.kind,
+                    tuple(st.widths),
+                    st.stride,
+                    tuple(float(e) for e in st.expansions),
+                    tuple(st.depth),
                 )
-                for st in s["stages"]
+                for st in s.stages
             ),
-            expansions=tuple(float(e) for e in s["expansions"]),
-            kernels=tuple(s["kernels"]),
-            act=s["act"],
+            expansions=tuple(float(e) for e in s.expansions),
+            kernels=tuple(s.kernels),
+            act=s.act,
         )
     except (ValueError, TypeError) as e:
         raise UsageError(f"nas.space: {e}") from None
 
 
-def check_values(c: dict) -> None:
-    n = c["nas"]
-    checks = [
-        ("nas.coarse.steps", n["coarse"]["steps"], n["coarse"]["steps"] > 0),
-        ("nas.fine.steps", n["fine"]["steps"], n["fine"]["steps"] > 0),
-        ("nas.stages", n["stages"], n["stages"] in ("two", "one")),
-        ("nas.reward_batch", n["reward_batch"], n["reward_batch"] > 0),
-        ("nas.heldout_fraction", n["heldout_fraction"], 0 < n["heldout_fraction"] < 1),
-        ("nas.checkpoint_every", n["checkpoint_every"], n["checkpoint_every"] > 0),
-        ("nas.target.scale", n["target"]["scale"], n["target"]["scale"] > 0),
-        ("mode", c["mode"], c["mode"] == "offline"),
-    ]
-    for key, value, ok in checks:
-        if not ok:
-            raise UsageError(f"{key}={value!r} is not valid (see conf/search.yaml)")
-    t = n["target"]
-    if t["ms"] is None and t["student"] not in students.list_models():
-        raise UsageError(
-            f"nas.target.student={t['student']!r} unknown: one of {students.list_models()}, "
-            "or set nas.target.ms"
-        )
-
-
-def start(cfg: DictConfig) -> dict:
-    """Check the command line, resolve the config, seed; the resolved config."""
+def start(cfg: DictConfig) -> TrainConfig:
+    """Check the command line and values (the one conversion: ``nas.config.search_config``),
+    seed; the typed config, whose ``nas`` is a ``NasConfig``."""
     from distill.config import check_schema
     from distill.quiet import quiet_libraries
 
     if OmegaConf.is_missing(cfg.nas, "space"):
         raise UsageError(f"choose a preset: {PRESETS_HINT}")
-    from nas.config import nas_section
-
     try:
         check_schema(cfg)
-        c = OmegaConf.to_container(cfg, resolve=True)
-        c["nas"] = nas_section(c["nas"])
+        c = search_config(cfg)
     except ValueError as e:
         raise UsageError(str(e)) from None
     quiet_libraries()
-    check_values(c)
-    out = Path(c["paths"]["output_dir"])
-    if c["nas"]["resume"] and not (out / "checkpoints").is_dir():
+    if c.mode != "offline":
+        raise UsageError(
+            f"mode={c.mode!r} is not valid (see conf/search.yaml): the search trains on stored "
+            "labels, mode=offline"
+        )
+    out = Path(c.paths.output_dir)
+    if c.nas.resume and not (out / "checkpoints").is_dir():
         raise UsageError(
             f"nas.resume=true needs the old run's folder: hydra.run.dir=<run dir> ({out} has no "
             "checkpoints/)"
         )
     out.mkdir(parents=True, exist_ok=True)
-    if not c["nas"]["resume"] and (out / "checkpoints").is_dir():
+    if not c.nas.resume and (out / "checkpoints").is_dir():
         raise UsageError(f"{out} holds a search already: pass nas.resume=true to continue it")
-    torch.manual_seed(c["seed"])
-    torch.set_float32_matmul_precision(c["matmul_precision"])
+    torch.manual_seed(c.seed)
+    torch.set_float32_matmul_precision(c.matmul_precision)
     return c
 
 
-def distributed(c: dict) -> tuple[int, int, torch.device]:
+def distributed(trainer: TrainerConfig) -> tuple[int, int, torch.device]:
     """(rank, world, device): torchrun's environment, one process per device."""
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     local = int(os.environ.get("LOCAL_RANK", 0))
-    accel = c["trainer"].get("accelerator", "auto")
+    accel = trainer.accelerator
     cuda = torch.cuda.is_available() and accel in ("auto", "gpu", "cuda")
     device = torch.device(f"cuda:{local}" if cuda else "cpu")
     if world > 1 and not dist.is_initialized():
@@ -156,11 +144,10 @@ def _barrier(world: int) -> None:
 class LatencyModel:
     """The latency table of the run's setup at its resolution and class count."""
 
-    def __init__(self, c: dict, resolution: int, num_classes: int) -> None:
-        lat = c["nas"]["latency"]
+    def __init__(self, lat: LatencyConfig, resolution: int, num_classes: int) -> None:
         try:
-            self.setup = Setup(lat["runtime"], lat["precision"], int(lat["threads"]))
-            self.table = LatencyTable(lat["cache_dir"], self.setup, lat["rounds"], lat["quantile"])
+            self.setup = Setup(lat.runtime, lat.precision, lat.threads)
+            self.table = LatencyTable(lat.cache_dir, self.setup, lat.rounds, lat.quantile)
         except MissingRuntime as e:
             raise UsageError(f"nas.latency.runtime: {e}") from None
         except ValueError as e:
@@ -206,36 +193,32 @@ def smallest_arch(space: SearchSpace, expansions: tuple[float, ...]) -> Arch:
     return Arch(min(space.stem_widths), tuple(stages))
 
 
-def target_ms(c: dict, model: LatencyModel, space: SearchSpace, rank: int, world: int) -> dict:
+def target_ms(
+    n: NasConfig, seed: int, model: LatencyModel, space: SearchSpace, rank: int, world: int
+) -> dict:
     """Fit the latency constant on random points and time the target student beside them
-    (rank 0; the others read the table it saved): T0 and how it was obtained."""
-    n, t = c["nas"], c["nas"]["target"]
-    rng = random.Random(f"{c['seed']}/calibration")
+    (rank 0; the others read the table it saved): T0 and how it was obtained (``nas.json``'s
+    ``target``)."""
+    t, lat = n.target, n.latency
+    rng = random.Random(f"{seed}/calibration")
     calibration = [
-        arch_to_spec(space, random_arch(space, rng))
-        for _ in range(n["latency"]["calibration_networks"])
+        arch_to_spec(space, random_arch(space, rng)) for _ in range(lat.calibration_networks)
     ]
-    also = [] if t["ms"] is not None else [students.get_spec(t["student"])]
+    also = [] if t.ms is not None else [students.get_spec(t.student)]
     info: dict = {}
     if rank == 0:
         timed = model.table.calibrate(calibration, model.resolution, model.num_classes, also)
         if also:
-            info = {
-                "student": t["student"],
-                "student_ms": round(timed[0].ms, 4),
-                "scale": t["scale"],
-            }
+            info = {"student": t.student, "student_ms": round(timed[0].ms, 4), "scale": t.scale}
         (model.table.path.parent).mkdir(parents=True, exist_ok=True)
     _barrier(world)
     if rank != 0:
-        model.table = LatencyTable(
-            model.table.path.parent, model.setup, n["latency"]["rounds"], n["latency"]["quantile"]
-        )
+        model.table = LatencyTable(model.table.path.parent, model.setup, lat.rounds, lat.quantile)
     if world > 1:
         box = [info]
         dist.broadcast_object_list(box, src=0)
         info = box[0]
-    ms = t["ms"] if t["ms"] is not None else t["scale"] * info["student_ms"]
+    ms = t.ms if t.ms is not None else t.scale * info["student_ms"]
     return {"ms": float(ms), **info}
 
 
@@ -254,45 +237,44 @@ def check_target(model: LatencyModel, space: SearchSpace, expansions: tuple, t0:
     return least
 
 
-def stage_settings(c: dict, stage: dict, t0: float) -> StageSettings:
-    n, ctl = c["nas"], c["nas"]["controller"]
+def stage_settings(n: NasConfig, stage: CoarseConfig | FineConfig, t0: float) -> StageSettings:
+    """One stage's length (``nas.coarse`` / ``nas.fine``) with the keys the stages share."""
+    ctl = n.controller
     return StageSettings(
-        steps=stage["steps"],
-        warmup_fraction=stage["warmup_fraction"],
-        reward_batch=n["reward_batch"],
-        heldout_fraction=n["heldout_fraction"],
-        checkpoint_every=n["checkpoint_every"],
-        controller_lr=ctl["lr"],
-        controller_ramp=ctl["ramp"],
-        baseline_momentum=ctl["baseline_momentum"],
-        reward=ctl["reward"],
-        beta=ctl["beta"],
+        steps=stage.steps,
+        warmup_fraction=stage.warmup_fraction,
+        reward_batch=n.reward_batch,
+        heldout_fraction=n.heldout_fraction,
+        checkpoint_every=n.checkpoint_every,
+        controller_lr=ctl.lr,
+        controller_ramp=ctl.ramp,
+        baseline_momentum=ctl.baseline_momentum,
+        reward=ctl.reward,
+        beta=ctl.beta,
         target_ms=t0,
     )
 
 
-def make_loader_factory(c: dict, rank: int, world: int, device: torch.device):
+def make_loader_factory(
+    d: DataConfig, seed: int, rank: int, world: int, device: torch.device
+) -> Callable[[int], Iterable]:
     """Seed offset -> an endless loader of the run's training mix (the search's data)."""
     from nas.data import SearchDataModule
 
-    def make(offset: int):
-        d = c["data"]
-        typed = section(DataConfig, {**d, "online": section(OnlineConfig, d["online"])})
-        base = distill_datamodule(
-            typed, c["seed"], d["train_sets"], "offline", d["samples_per_epoch"]
-        )
+    def make(offset: int) -> Iterable:
+        base = distill_datamodule(d, seed, d.train_sets, "offline", d.samples_per_epoch)
         dm = SearchDataModule(
             base.root,
             base.train_sets,
             base.val_set,
-            batch_size=d["batch_size"],
-            num_workers=d["num_workers"],
-            samples_per_epoch=d["samples_per_epoch"],
-            flip=d["flip"],
-            seed=c["seed"] + offset,
-            shuffle_buffer=d["shuffle_buffer"],
-            recipe_check=d["recipe_check"],
-            decode=d["decode"],
+            batch_size=d.batch_size,
+            num_workers=d.num_workers,
+            samples_per_epoch=d.samples_per_epoch,
+            flip=d.flip,
+            seed=seed + offset,
+            shuffle_buffer=d.shuffle_buffer,
+            recipe_check=d.recipe_check,
+            decode=d.decode,
             rank=rank,
             world=world,
             device=device,
@@ -306,22 +288,21 @@ def run(cfg: DictConfig) -> dict:
     """The whole search (module docstring); returns what ``nas.json`` holds."""
     wall_start = time.perf_counter()
     c = start(cfg)  # 1.
-    typed = checked_config(cfg)  # the typed sections distill's steps take
-    out = Path(c["paths"]["output_dir"])
-    rank, world, device = distributed(c)
+    n: NasConfig = c.nas
+    out = Path(c.paths.output_dir)
+    rank, world, device = distributed(c.trainer)
     if rank == 0:
-        prepare_data(typed)  # 2.
+        prepare_data(c)  # 2.
     _barrier(world)
-    d = typed.data
-    dm = distill_datamodule(d, typed.seed, d.train_sets, "offline", d.samples_per_epoch)
+    d = c.data
+    dm = distill_datamodule(d, c.seed, d.train_sets, "offline", d.samples_per_epoch)
     dm.prepare()
-    n = c["nas"]
-    resolution = n["resolution"] or dm.image_size
-    space = space_from_config(n["space"], resolution)
-    model = LatencyModel(c, resolution, dm.num_classes)  # 3.
-    target = target_ms(c, model, space, rank, world)
+    resolution = n.resolution or dm.image_size
+    space = space_from_config(n.space, resolution)
+    model = LatencyModel(n.latency, resolution, dm.num_classes)  # 3.
+    target = target_ms(n, c.seed, model, space, rank, world)
     t0 = target["ms"]
-    fine_expansions = tuple(float(e) for e in n["fine"]["expansions"])
+    fine_expansions = tuple(float(e) for e in n.fine.expansions)
     least = check_target(model, space, fine_expansions, t0)
     log.info(
         "target T0 %.3f ms on %s at %d px (smallest point of the space: %.3f ms)",
@@ -331,53 +312,53 @@ def run(cfg: DictConfig) -> dict:
         least,
     )
     ctx = Context(
-        c,
+        SupernetTraining.of(c),
         device,
         rank,
         world,
         dm.num_classes,
-        make_loader_factory(c, rank, world, device),
+        make_loader_factory(d, c.seed, rank, world, device),
         lambda arch: model.predict(space, arch),
         out,
     )
     ctx.tracker = wandb_tracker(c, out) if rank == 0 else None
     results = {}
-    if n["stages"] == "one":  # 4.
+    if n.stages == "one":  # 4.
         one = StageSearch("one", space, widths=True, blocks=True, expansions=fine_expansions)
-        chosen = _search(one, ctx, model, stage_settings(c, n["coarse"], t0), results, rank, world)
+        chosen = _search(one, ctx, model, stage_settings(n, n.coarse, t0), results, rank, world)
     else:
-        cn = n["coarse"]
-        block = BlockChoice(0, int(cn["kernel"]), float(cn["expansion"]))
+        cn = n.coarse
+        block = BlockChoice(0, int(cn.kernel), float(cn.expansion))
         coarse = coarse_stage(space, block)
-        best = _search(coarse, ctx, model, stage_settings(c, cn, t0), results, rank, world)
+        best = _search(coarse, ctx, model, stage_settings(n, cn, t0), results, rank, world)
         fine = fine_stage(space, best, fine_expansions)
         init = supernet_weights(out, "coarse")
         chosen = _search(
-            fine, ctx, model, stage_settings(c, n["fine"], t0), results, rank, world, init
+            fine, ctx, model, stage_settings(n, n.fine, t0), results, rank, world, init
         )
     if rank != 0:
         return {}
     summary = finish(c, out, space, chosen, model, target, results, least, wall_start)  # 5.
-    if n["retrain"]:  # 6.
-        summary["retrain"] = retrain(out, summary, n["retrain_overrides"])
+    if n.retrain:  # 6.
+        summary["retrain"] = retrain(out, summary, n.retrain_overrides)
         summary["total_wall_s"] = round(time.perf_counter() - wall_start, 1)
         write_json(out / "nas.json", summary)
     print(format_summary(summary))
     return summary
 
 
-def wandb_tracker(c: dict, out: Path):
+def wandb_tracker(c: TrainConfig, out: Path):
     """W&B when ``logger=wandb`` (the distillation runs' settings: offline without a key, never
-    fatal); every stage row's numbers go there as ``<stage>/<column>``."""
-    wcfg = (c.get("logger") or {}).get("wandb")
-    if not wcfg or not wcfg.get("enabled", True):
+    fatal); every stage row's numbers go there as ``<stage>/<column>``, the run's config (plain
+    data) as its W&B config."""
+    wcfg = c.logger.wandb
+    if wcfg is None or not wcfg.enabled:
         return None
-    from distill.config import WandbConfig, section
     from distill.wandb import make_wandb_logger
 
-    name = c.get("run_name") or f"nas-{c['nas']['space']['name']}"
-    wandb = section(WandbConfig, {**wcfg, "tags": ["nas", *wcfg.get("tags", [])]})
-    return make_wandb_logger(wandb, out, name, c)
+    name = c.run_name or f"nas-{c.nas.space.name}"
+    wandb = replace(wcfg, tags=["nas", *wcfg.tags])
+    return make_wandb_logger(wandb, out, name, asdict(c))
 
 
 def _search(stage, ctx, model, settings, results, rank, world, init=None) -> Arch:
@@ -409,11 +390,21 @@ def _search(stage, ctx, model, settings, results, rank, world, init=None) -> Arc
     return result.arch
 
 
-def finish(c, out, space, chosen, model, target, results, least, wall_start) -> dict:
+def finish(
+    c: TrainConfig,
+    out: Path,
+    space: SearchSpace,
+    chosen: Arch,
+    model: LatencyModel,
+    target: dict,
+    results: dict,
+    least: float,
+    wall_start: float,
+) -> dict:
     """Write searched.yaml and nas.json; time the chosen student beside the target's."""
     from nas.report import write_report
 
-    spec = arch_to_spec(space, chosen, c["student"]["name"], c["student"]["drop_rate"] or 0.2)
+    spec = arch_to_spec(space, chosen, c.student.name, c.student.drop_rate or 0.2)
     spec = replace(spec, source=f"python -m nas, run {out.name}: {chosen.describe()}")
     spec_path = students.save_spec_file(
         spec,
@@ -424,13 +415,13 @@ def finish(c, out, space, chosen, model, target, results, least, wall_start) -> 
             f"python -m distill student=searched student.spec_file={out / 'searched.yaml'}"
         ),
     )
-    t = c["nas"]["target"]
-    by_student = t["ms"] is None
-    specs = [spec] + ([students.get_spec(t["student"])] if by_student else [])
+    t: TargetConfig = c.nas.target
+    by_student = t.ms is None
+    specs = [spec] + ([students.get_spec(t.student)] if by_student else [])
     timed = model.table.measure_networks(specs, model.resolution, model.num_classes)
     # a student-defined target is timed again beside the chosen student: the machine's load
     # moves both alike, so the comparison holds even when T0 itself drifted since the start
-    target_now = t["scale"] * timed[1].ms if by_student else target["ms"]
+    target_now = t.scale * timed[1].ms if by_student else target["ms"]
     predicted = model.table.predict(spec, model.resolution, model.num_classes)
     measured = timed[0].ms
     summary = {
@@ -455,8 +446,8 @@ def finish(c, out, space, chosen, model, target, results, least, wall_start) -> 
         "stages": results,
         "spec_file": str(spec_path),
         "num_classes": model.num_classes,
-        "seed": c["seed"],
-        "nas": c["nas"],
+        "seed": c.seed,
+        "nas": asdict(c.nas),
         "params": sum(
             p.numel()
             for p in students.MobileNetV4(spec, num_classes=model.num_classes).parameters()

@@ -2,28 +2,71 @@
 is the distillation config (``distill.config.TrainConfig``: data, dataset, loss, optimizer, paths,
 trainer, logger, the retrain's student), whose schema keeps a ``nas`` slot for it.
 
-``check_nas_config`` merges the section into ``NasConfig`` before any work, so a misspelt
-``nas.*`` key, on the command line or in a preset, stops the run naming the key. The YAML files
-(conf/search.yaml, conf/nas/*.yaml) hold the values.
+``search_config`` is the one conversion of a search's composed config: the ``nas`` section
+merged into ``NasConfig`` (a misspelt ``nas.*`` key, on the command line or in a preset, stops the
+run naming the key), then the whole config as ``TrainConfig`` whose ``nas`` is that typed section.
+The YAML files (conf/search.yaml, conf/nas/*.yaml) hold the values: ``MISSING`` here means "set in
+the YAML"; a field the YAML never sets has its default here. Each section checks its own values in
+``__post_init__`` (which the conversion runs; ``MISSING`` there is the schema itself being built).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
 
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from distill.config import TrainConfig
+
+# OmegaConf 2.3 refuses ``Literal`` annotations: the fields are ``str`` and ``__post_init__``
+# checks them against these types.
+StageKind = Literal["conv_pair", "fused_ib", "uib"]
+Stages = Literal["two", "one"]  # two: the paper's coarse then fine | one: both at once
+Reward = Literal["abs", "mnas", "mnas_hard"]
+Runtime = Literal["onnx", "executorch", "litert"]
+Precision = Literal["fp32", "int8"]
+
+
+def _unset(value: Any) -> bool:
+    """``MISSING`` (the schema's own instance, before the YAML fills it)."""
+    return isinstance(value, str) and value == MISSING
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _check(key: str, value: Any, ok: bool, expected: str) -> None:
+    """``ValueError`` naming ``key`` unless ``ok`` (or the value is not set yet)."""
+    if not ok and not _unset(value):
+        raise ValueError(f"{key}={value!r} is not valid: {expected} (see conf/search.yaml)")
+
+
+def _choice(key: str, value: Any, allowed: Any) -> None:
+    """``value`` one of the ``Literal`` type ``allowed``."""
+    choices = get_args(allowed)
+    _check(key, value, value in choices, "one of " + ", ".join(choices))
 
 
 @dataclass
 class SpaceStageConfig:
     """One stage of a space (``nas.space.StageSpace``)."""
 
-    kind: str = MISSING  # conv_pair | fused_ib | uib
+    kind: str = MISSING  # StageKind: conv_pair | fused_ib | uib
     widths: list[int] = MISSING
     stride: int = 2
     expansions: list[float] = field(default_factory=lambda: [4.0])  # prefix stages
     depth: list[int] = field(default_factory=lambda: [1, 1])  # uib: [min, max]
+
+    def __post_init__(self) -> None:
+        _choice("nas.space.stages.kind", self.kind, StageKind)
 
 
 @dataclass
@@ -45,6 +88,9 @@ class CoarseConfig:
     expansion: float = MISSING  # every UIB block: IB with this expansion ...
     kernel: int = MISSING  # ... and this middle DW
 
+    def __post_init__(self) -> None:
+        _stage_checks("nas.coarse", self.steps, self.warmup_fraction)
+
 
 @dataclass
 class FineConfig:
@@ -52,14 +98,29 @@ class FineConfig:
     warmup_fraction: float = MISSING
     expansions: list[float] = MISSING  # searched per block (the paper: [4])
 
+    def __post_init__(self) -> None:
+        _stage_checks("nas.fine", self.steps, self.warmup_fraction)
+
+
+def _stage_checks(prefix: str, steps: Any, warmup_fraction: Any) -> None:
+    _check(f"{prefix}.steps", steps, _positive_int(steps), "a positive integer")
+    ok = _number(warmup_fraction) and 0 <= warmup_fraction < 1
+    _check(f"{prefix}.warmup_fraction", warmup_fraction, ok, "in [0, 1)")
+
 
 @dataclass
 class ControllerConfig:
     lr: float = MISSING  # at batch 256; scaled with the global batch (TuNAS)
     ramp: float = MISSING
     baseline_momentum: float = MISSING
-    reward: str = MISSING  # abs | mnas | mnas_hard
+    reward: str = MISSING  # Reward: abs | mnas | mnas_hard
     beta: float = MISSING
+
+    def __post_init__(self) -> None:
+        _check("nas.controller.lr", self.lr, _number(self.lr) and self.lr > 0, "a positive number")
+        m = self.baseline_momentum
+        _check("nas.controller.baseline_momentum", m, _number(m) and 0 <= m < 1, "in [0, 1)")
+        _choice("nas.controller.reward", self.reward, Reward)
 
 
 @dataclass
@@ -70,23 +131,46 @@ class TargetConfig:
     scale: float = MISSING
     ms: float | None = MISSING
 
+    def __post_init__(self) -> None:
+        s, ms = self.scale, self.ms
+        _check("nas.target.scale", s, _number(s) and s > 0, "a positive number")
+        _check("nas.target.ms", ms, ms is None or (_number(ms) and ms > 0), "null or > 0")
+        if ms is not None or _unset(self.student):
+            return
+        import students
+
+        if self.student not in students.list_models():
+            raise ValueError(
+                f"nas.target.student={self.student!r} unknown: one of {students.list_models()}, "
+                "or set nas.target.ms"
+            )
+
 
 @dataclass
 class LatencyConfig:
-    runtime: str = MISSING  # onnx | executorch | litert
-    precision: str = MISSING  # fp32 | int8
+    runtime: str = MISSING  # Runtime: onnx | executorch | litert
+    precision: str = MISSING  # Precision: fp32 | int8
     threads: int = MISSING
     rounds: int = MISSING
     quantile: float = MISSING
     calibration_networks: int = MISSING
     cache_dir: str = MISSING
 
+    def __post_init__(self) -> None:
+        _choice("nas.latency.runtime", self.runtime, Runtime)
+        _choice("nas.latency.precision", self.precision, Precision)
+        for key in ("threads", "rounds", "calibration_networks"):
+            value = getattr(self, key)
+            _check(f"nas.latency.{key}", value, _positive_int(value), "a positive integer")
+        q = self.quantile
+        _check("nas.latency.quantile", q, _number(q) and 0 <= q <= 1, "in [0, 1]")
+
 
 @dataclass
 class NasConfig:
-    space: SpaceConfig = field(default_factory=SpaceConfig)
+    space: SpaceConfig = MISSING  # a preset chooses it (conf/nas/space/)
     resolution: int | None = MISSING  # null: the data's image_size
-    stages: str = MISSING  # two (the paper's coarse + fine) | one
+    stages: str = MISSING  # Stages: two (the paper's coarse + fine) | one
     coarse: CoarseConfig = field(default_factory=CoarseConfig)
     fine: FineConfig = field(default_factory=FineConfig)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
@@ -97,18 +181,57 @@ class NasConfig:
     checkpoint_every: int = MISSING
     resume: bool = MISSING
     retrain: bool = MISSING
-    retrain_overrides: list[str] = field(default_factory=list)
+    retrain_overrides: list[str] = MISSING
+
+    def __post_init__(self) -> None:
+        r = self.resolution
+        _check("nas.resolution", r, r is None or _positive_int(r), "null or a positive integer")
+        _choice("nas.stages", self.stages, Stages)
+        _check("nas.reward_batch", self.reward_batch, _positive_int(self.reward_batch), "> 0")
+        h = self.heldout_fraction
+        _check("nas.heldout_fraction", h, _number(h) and 0 < h < 1, "in (0, 1)")
+        every = self.checkpoint_every
+        _check("nas.checkpoint_every", every, _positive_int(every), "a positive integer")
 
 
-def nas_section(section: dict) -> dict:
-    """The resolved ``nas`` section checked against ``NasConfig`` and completed with its
-    defaults; ``ValueError`` naming a key it lacks or mistypes."""
+def _typed_nas(section: Any) -> DictConfig:
+    """``section`` merged into ``NasConfig`` (still a config node: interpolations unresolved);
+    ``ValueError`` naming a key it adds or mistypes."""
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(NasConfig), section)
+        return OmegaConf.merge(OmegaConf.structured(NasConfig), section)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None)
         raise ValueError(f"nas.{key or ''}: {str(e).splitlines()[0]}") from None
-    missing = sorted(OmegaConf.missing_keys(merged))
+
+
+def _all_set(nas: DictConfig) -> None:
+    """``ValueError`` naming a ``nas`` key no file sets (resolved where it lives: in the run's
+    config, whose ``paths`` the latency cache's interpolation reads)."""
+    missing = sorted(OmegaConf.missing_keys(nas))
     if missing:
-        raise ValueError(f"nas.{missing[0]} must be set (a preset sets it: +nas=digits)")
-    return OmegaConf.to_container(merged)
+        key = missing[0].removeprefix("nas.")  # a node of the run's config: its full key
+        raise ValueError(f"nas.{key} must be set (a preset sets it: +nas=digits)")
+
+
+def nas_section(section: Mapping) -> NasConfig:
+    """A resolved ``nas`` section as plain data (``nas.json``'s, a preset's file: benchmarks,
+    tests) as ``NasConfig``, checked and completed with the schema's defaults; ``ValueError``
+    naming a bad key or value."""
+    nas = _typed_nas(section)
+    _all_set(nas)
+    try:
+        return OmegaConf.to_object(nas)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None)
+        raise ValueError(f"nas.{key or ''}: {str(e).splitlines()[0]}") from None
+
+
+def search_config(cfg: DictConfig) -> TrainConfig:
+    """The composed config as ``TrainConfig`` whose ``nas`` is a ``NasConfig`` (the one
+    conversion of a search); ``ValueError`` naming a bad ``nas`` key, the usage errors of
+    ``distill.value_checks.checked_config`` for the rest."""
+    from distill.value_checks import checked_config
+
+    root = OmegaConf.merge(cfg, {"nas": _typed_nas(cfg.nas)})
+    _all_set(root.nas)
+    return checked_config(root)

@@ -16,11 +16,15 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 import torch.distributed as dist
 from torch import nn
 
-REWARDS = ("abs", "mnas", "mnas_hard")
+from nas.config import Reward
+
+REWARDS = get_args(Reward)
 
 
 def reward(kind: str, quality: float, latency: float, target: float, beta: float) -> float:

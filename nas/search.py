@@ -37,7 +37,7 @@ from timm.optim import param_groups_weight_decay
 from common.atomic import atomic_path
 from common.norm import IMAGENET_MEAN, IMAGENET_STD
 from common.schedule import warmup_cosine
-from distill.config import LossConfig
+from distill.config import LossConfig, OptimizerConfig, ScheduleConfig, TrainConfig
 from distill.logs import keep_rows_until
 from distill.losses import kd_loss, kd_params, soften
 from nas.controller import Controller, reward
@@ -68,11 +68,30 @@ class StageSettings:
     target_ms: float
 
 
+@dataclass(frozen=True)
+class SupernetTraining:
+    """How the shared weights train: ``python -m distill``'s sections (the SuperNet trains as a
+    distillation run's student does)."""
+
+    seed: int
+    batch_size: int  # per replica
+    loss: LossConfig
+    optimizer: OptimizerConfig
+    schedule: ScheduleConfig
+    gradient_clip_val: float | None
+
+    @classmethod
+    def of(cls, c: TrainConfig) -> SupernetTraining:
+        return cls(
+            c.seed, c.data.batch_size, c.loss, c.optimizer, c.schedule, c.trainer.gradient_clip_val
+        )
+
+
 @dataclass
 class Context:
-    """What every stage shares: the run's config, device, ranks, data and latency model."""
+    """What every stage shares: the SuperNet's training, device, ranks, data and latency model."""
 
-    c: dict
+    training: SupernetTraining
     device: torch.device
     rank: int
     world: int
@@ -239,8 +258,8 @@ def run_stage(
     1x1 convs, 3x3 middle DWs and BNs, cut to its widths: ``inherit``); ``on_step(step, row)``
     sees every logged row.
     """
-    c, device, rank, world = ctx.c, ctx.device, ctx.rank, ctx.world
-    seed = int(c["seed"])
+    tr, device, rank, world = ctx.training, ctx.device, ctx.rank, ctx.world
+    seed = tr.seed
     torch.manual_seed(seed)  # the same initial SuperNet on every replica
     net = SuperNet(
         stage.space, ctx.num_classes, stage.start_kernels, stage.mid_kernels, stage.expansions
@@ -248,22 +267,19 @@ def run_stage(
     if init:
         inherit(net, init)
     net = net.to(device, memory_format=torch.channels_last).train()
-    o = c["optimizer"]
+    o = tr.optimizer
     optimizer = torch.optim.AdamW(
-        param_groups_weight_decay(net, o["weight_decay"]),
-        lr=o["lr"],
-        betas=tuple(o["betas"]),
-        eps=o["eps"],
+        param_groups_weight_decay(net, o.weight_decay), lr=o.lr, betas=tuple(o.betas), eps=o.eps
     )
-    sch = c["schedule"]
+    sch = tr.schedule
     warm_lr = (
-        sch["warmup_steps"]
-        if sch["warmup_steps"] is not None
-        else int(sch["warmup_fraction"] * settings.steps)
+        sch.warmup_steps
+        if sch.warmup_steps is not None
+        else int(sch.warmup_fraction * settings.steps)
     )
-    scheduler = warmup_cosine(optimizer, warm_lr, settings.steps, sch["min_lr_ratio"])
+    scheduler = warmup_cosine(optimizer, warm_lr, settings.steps, sch.min_lr_ratio)
     warm = int(settings.warmup_fraction * settings.steps)
-    global_batch = c["data"]["batch_size"] * world
+    global_batch = tr.batch_size * world
     controller = Controller(
         stage.sizes,
         lr=settings.controller_lr * global_batch / 256,
@@ -324,11 +340,11 @@ def run_stage(
                 },
             )
 
-    loss_cfg = LossConfig(**c["loss"])
+    loss_cfg = tr.loss
     params = kd_params(loss_cfg)
     normalize = _Normalize(device)
     shared = [p for p in net.parameters() if p.requires_grad]
-    clip = c["trainer"].get("gradient_clip_val")
+    clip = tr.gradient_clip_val
     batches = iter(ctx.make_loader(start))
     started = time.perf_counter()
     for step in range(start, settings.steps):

@@ -15,8 +15,7 @@ def space(name: str, resolution: int = 32) -> SearchSpace:
     from nas.config import nas_section
 
     data = yaml.safe_load((CONF / "nas" / "space" / f"{name}.yaml").read_text())
-    full = nas_section(_complete({"space": data}))
-    return space_from_config(full["space"], resolution)
+    return space_from_config(nas_section(_complete({"space": data})).space, resolution)
 
 
 def _complete(section: dict) -> dict:
@@ -40,7 +39,7 @@ def tiny_space() -> SearchSpace:
     data.update(yaml.safe_load((CONF / "nas" / "debug" / "smoke.yaml").read_text())["nas"]["space"])
     from nas.config import nas_section
 
-    return space_from_config(nas_section(_complete({"space": data}))["space"], 32)
+    return space_from_config(nas_section(_complete({"space": data})).space, 32)
 
 
 @pytest.fixture(scope="session")

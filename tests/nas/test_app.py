@@ -22,15 +22,15 @@ def test_every_preset_composes_and_starts(preset, tmp_path, monkeypatch):
     monkeypatch.setenv("IMAGENET_ROOT", "/data/imagenet")
     extra = ["dataset=imagenet"] if preset == "imagenet" else []
     c = start(_compose([f"+nas={preset}", *extra], tmp_path))
-    assert c["nas"]["space"]["name"] == ("conv_s" if preset == "digits" else "conv_ml")
-    assert c["nas"]["space"]["stages"][0]["stride"] == 2  # the schema's defaults filled in
-    assert c["student"]["name"] == "searched"
+    assert c.nas.space.name == ("conv_s" if preset == "digits" else "conv_ml")
+    assert c.nas.space.stages[0].stride == 2  # the schema's defaults filled in
+    assert c.student.name == "searched"
 
 
 def test_the_smoke_debug_shrinks_the_search(tmp_path):
     c = start(_compose(["+nas=digits", "+debug=smoke"], tmp_path))
-    assert c["nas"]["coarse"]["steps"] <= 10 and c["nas"]["space"]["stem_widths"] == [16]
-    assert c["trainer"]["max_steps"] == 12  # and the data and retrain shrink as for distill
+    assert c.nas.coarse.steps <= 10 and c.nas.space.stem_widths == [16]
+    assert c.trainer.max_steps == 12  # and the data and retrain shrink as for distill
 
 
 def test_no_preset_names_the_presets(tmp_path):
@@ -51,6 +51,39 @@ def test_bad_values_name_the_key(tmp_path):
         start(_compose(["+nas=digits", "nas.heldout_fraction=1.5"], tmp_path))
     with pytest.raises(UsageError, match=r"nas.target.student='mnv4_conv_x' unknown"):
         start(_compose(["+nas=digits", "nas.target.student=mnv4_conv_x"], tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("nas.stages=three", r"nas.stages='three' is not valid: one of two, one"),
+        ("nas.controller.reward=best", r"nas.controller.reward='best' is not valid: one of abs"),
+        ("nas.latency.runtime=tflite", r"nas.latency.runtime='tflite' is not valid: one of onnx"),
+        ("nas.latency.quantile=2", r"nas.latency.quantile=2.0 is not valid: in \[0, 1\]"),
+        ("nas.coarse.steps=0", r"nas.coarse.steps=0 is not valid: a positive integer"),
+        ("nas.coarse.steps=many", r"nas.coarse.steps: Value 'many'"),
+        ("nas.space.stages.0.kind=conv", r"nas.space.stages.kind='conv' is not valid"),
+        ("nas.fine.steps=???", r"nas.fine.steps must be set \(a preset sets it"),
+        ("mode=online", r"mode='online' is not valid"),
+    ],
+)
+def test_each_bad_value_is_one_line_naming_its_key(override, named, tmp_path):
+    with pytest.raises(UsageError, match=named) as info:
+        start(_compose(["+nas=digits", override], tmp_path))
+    assert "\n" not in str(info.value)
+
+
+def test_the_typed_section_is_what_nas_json_stores(tmp_path):
+    """``nas.json``'s ``nas`` (``asdict``) reads back as the same section (benchmarks do)."""
+    from dataclasses import asdict
+
+    from nas.config import nas_section
+
+    c = start(_compose(["+nas=digits", "+debug=smoke"], tmp_path))
+    assert nas_section(asdict(c.nas)) == c.nas
+    assert asdict(c.nas)["latency"]["cache_dir"].endswith("/latency")  # resolved
+    with pytest.raises(ValueError, match=r"nas.coarse.stepz: Key 'stepz' not in 'CoarseConfig'"):
+        nas_section({**asdict(c.nas), "coarse": {"stepz": 3}})
 
 
 def test_a_second_search_in_the_same_folder_needs_resume(tmp_path):

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from distill.cli_checks import UsageError
+from nas.config import LatencyConfig
 from nas.latency import BlockKey, LatencyTable, Setup, network_blocks
 from nas.space import arch_to_spec
 from nas.stages import coarse_stage
@@ -62,21 +63,20 @@ def test_the_app_turns_a_missing_runtime_into_a_usage_error(tmp_path, monkeypatc
     from nas.app import LatencyModel
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    c = {"nas": {"latency": _latency(tmp_path)}}
     with pytest.raises(UsageError, match=r"nas.latency.runtime: .*pip install"):
-        LatencyModel(c, 32, 10)
+        LatencyModel(_latency(tmp_path), 32, 10)
 
 
-def _latency(tmp_path) -> dict:
-    return {
-        "runtime": "onnx",
-        "precision": "fp32",
-        "threads": 1,
-        "rounds": 3,
-        "quantile": 0.2,
-        "calibration_networks": 2,
-        "cache_dir": str(tmp_path),
-    }
+def _latency(tmp_path) -> LatencyConfig:
+    return LatencyConfig(
+        runtime="onnx",
+        precision="fp32",
+        threads=1,
+        rounds=3,
+        quantile=0.2,
+        calibration_networks=2,
+        cache_dir=str(tmp_path),
+    )
 
 
 @pytest.mark.slow  # exports and times two whole networks
@@ -96,7 +96,7 @@ def test_prediction_is_the_block_sum_plus_the_fitted_constant(tmp_path, tiny_spa
 def test_a_target_below_the_smallest_architecture_is_refused(tmp_path, tiny_space):
     from nas.app import LatencyModel, check_target
 
-    model = LatencyModel({"nas": {"latency": _latency(tmp_path)}}, 32, 10)
+    model = LatencyModel(_latency(tmp_path), 32, 10)
     stage = coarse_stage(tiny_space)
     model.table.calibrate(
         [arch_to_spec(tiny_space, stage.arch([0] * len(stage.decisions)))], 32, 10

@@ -9,11 +9,11 @@ import csv
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
+from distill.config import TrainConfig
 from nas.app import make_loader_factory, space_from_config
-from nas.config import nas_section
-from nas.search import Context, StageSettings, load_checkpoint, run_stage
+from nas.config import search_config
+from nas.search import Context, StageSettings, SupernetTraining, load_checkpoint, run_stage
 from nas.space import arch_to_spec
 from nas.stages import coarse_stage
 from tests.helpers import CONF
@@ -23,28 +23,26 @@ class Killed(Exception):
     """Stands for the process dying between two steps."""
 
 
-def _config(overrides: list[str], out) -> dict:
+def _config(overrides: list[str], out) -> TrainConfig:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(
             "search",
             overrides=["+nas=digits", "+debug=smoke", *overrides, f"paths.output_dir={out}"],
         )
-    c = OmegaConf.to_container(cfg, resolve=True)
-    c["nas"] = nas_section(c["nas"])
-    return c
+    return search_config(cfg)
 
 
-def _run(c: dict, out, kill_at: int | None = None) -> list[dict]:
-    space = space_from_config(c["nas"]["space"], 32)
+def _run(c: TrainConfig, out, kill_at: int | None = None) -> list[dict]:
+    space = space_from_config(c.nas.space, 32)
     stage = coarse_stage(space)
     # a latency that grows with the parameter count stands in for the runtime's table here
     ctx = Context(
-        c,
+        SupernetTraining.of(c),
         torch.device("cpu"),
         0,
         1,
         10,
-        make_loader_factory(c, 0, 1, torch.device("cpu")),
+        make_loader_factory(c.data, c.seed, 0, 1, torch.device("cpu")),
         lambda arch: sum(1 for s in arch_to_spec(space, arch).stages for _ in s) * 0.1,
         out,
     )
