@@ -102,11 +102,6 @@ def start(cfg: DictConfig) -> TrainConfig:
     except ValueError as e:
         raise UsageError(str(e)) from None
     quiet_libraries()
-    if c.mode != "offline":
-        raise UsageError(
-            f"mode={c.mode!r} is not valid (see conf/search.yaml): the search trains on stored "
-            "labels, mode=offline"
-        )
     out = Path(c.paths.output_dir)
     if c.nas.resume and not (out / "checkpoints").is_dir():
         raise UsageError(

@@ -194,14 +194,19 @@ class NasConfig:
         _check("nas.checkpoint_every", every, _positive_int(every), "a positive integer")
 
 
+def _key_error(e: OmegaConfBaseException) -> ValueError:
+    """OmegaConf's error as one line naming the ``nas`` key."""
+    key = getattr(e, "full_key", None)
+    return ValueError(f"nas.{key or ''}: {str(e).splitlines()[0]}")
+
+
 def _typed_nas(section: Any) -> DictConfig:
     """``section`` merged into ``NasConfig`` (still a config node: interpolations unresolved);
     ``ValueError`` naming a key it adds or mistypes."""
     try:
         return OmegaConf.merge(OmegaConf.structured(NasConfig), section)
     except OmegaConfBaseException as e:
-        key = getattr(e, "full_key", None)
-        raise ValueError(f"nas.{key or ''}: {str(e).splitlines()[0]}") from None
+        raise _key_error(e) from None
 
 
 def _all_set(nas: DictConfig) -> None:
@@ -222,16 +227,20 @@ def nas_section(section: Mapping) -> NasConfig:
     try:
         return OmegaConf.to_object(nas)
     except OmegaConfBaseException as e:
-        key = getattr(e, "full_key", None)
-        raise ValueError(f"nas.{key or ''}: {str(e).splitlines()[0]}") from None
+        raise _key_error(e) from None
 
 
 def search_config(cfg: DictConfig) -> TrainConfig:
     """The composed config as ``TrainConfig`` whose ``nas`` is a ``NasConfig`` (the one
-    conversion of a search); ``ValueError`` naming a bad ``nas`` key, the usage errors of
-    ``distill.value_checks.checked_config`` for the rest."""
+    conversion of a search); ``ValueError`` naming a bad ``nas`` key or a mode other than
+    offline, the usage errors of ``distill.value_checks.checked_config`` for the rest."""
     from distill.value_checks import checked_config
 
     root = OmegaConf.merge(cfg, {"nas": _typed_nas(cfg.nas)})
     _all_set(root.nas)
+    if root.mode != "offline":  # before checked_config asks for a live teacher
+        raise ValueError(
+            f"mode={root.mode!r} is not valid (see conf/search.yaml): the search trains on "
+            "stored labels, mode=offline"
+        )
     return checked_config(root)
