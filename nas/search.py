@@ -82,6 +82,7 @@ class SupernetTraining:
 
     @classmethod
     def of(cls, c: TrainConfig) -> SupernetTraining:
+        """The run's own sections: the search trains with the retrain's recipe."""
         return cls(
             c.seed, c.data.batch_size, c.loss, c.optimizer, c.schedule, c.trainer.gradient_clip_val
         )
