@@ -222,7 +222,9 @@ def _given(value: Any) -> dict[str, Any]:
     }
 
 
-def _kind_config(key: str, what: str, kinds: Mapping[str, type[T]], given: dict, error: type) -> T:
+def _kind_config(
+    key: str, what: str, kinds: Mapping[str, type[T]], given: dict, error: type[ValueError]
+) -> T:
     """``given`` as the dataclass of its ``kind``: only the keys that kind takes, each it needs
     (one whose type admits null is null when unset: e.g. ``per_class``, a source's ``root``)."""
     kind = given.pop("kind", None)
