@@ -17,13 +17,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from data import remote, urls
 from data.config import (
+    BuildAppConfig,
     BuildSections,
-    RemoteConfig,
     TeacherConfig,
     VariantConfig,
     build_sections,
     register_build_configs,
-    typed,
 )
 
 log = logging.getLogger(__name__)
@@ -148,29 +147,38 @@ def build_from_config(
     return build_sets(variants, sources, teacher, out_dir, c.build, rank, world, overwrite, tcfg)
 
 
-def run(cfg: DictConfig) -> list:
-    """Resolve the config, build the selected sets, print the summary (skipped inputs by file)."""
-    from data.builder import dist_env, summary
-
+def app_config(cfg: DictConfig) -> BuildAppConfig:
+    """``cfg`` resolved into ``BuildAppConfig`` (the one conversion: each section, source and
+    variant checks its values); a value left ``???`` or a bad value is a ``BuildConfigError``."""
     missing = sorted(k for k in cfg if OmegaConf.is_missing(cfg, k))  # e.g. data_root: ???
     if missing:
         raise BuildConfigError(
             " ".join(f"{k}=..." for k in missing) + " must be set on the command line "
             "(e.g. dataset=folder data_root=/path/to/images)"
         )
-    remote_cfg = typed(RemoteConfig, cfg.remote, "remote")
-    remote.configure(remote.transport_from_config(remote_cfg, cache_dir=None, cache_bytes=0))
+    try:
+        return OmegaConf.to_object(cfg)
+    except ValueError as e:
+        raise BuildConfigError(str(e)) from None
+
+
+def run(cfg: DictConfig) -> list:
+    """Resolve the config, build the selected sets, print the summary (skipped inputs by file)."""
+    from data.builder import dist_env, summary
+
+    c = app_config(cfg)
+    remote.configure(remote.transport_from_config(c.remote, cache_dir=None, cache_bytes=0))
     rank, world, _ = dist_env()
     reports = build_from_config(
-        build_sections(cfg),
-        cfg.only or None,
-        cfg.out_dir,
+        build_sections(c, c.build, c.data.train_sets),
+        c.only or None,
+        c.out_dir,
         rank,
         world,
-        device=cfg.device,
-        overwrite=cfg.overwrite,
+        device=c.device,
+        overwrite=c.overwrite,
     )
-    print(summary(reports, cfg.out_dir))
+    print(summary(reports, c.out_dir))
     return reports
 
 

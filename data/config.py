@@ -6,19 +6,24 @@ or on the command line, fails at compose time.
 The YAML files hold the values (the one place for defaults); a field without a YAML value has
 its default here. ``distill/config.py`` builds the training schema on these.
 
-Sources and variants differ in shape by ``kind``, which a schema cannot hold in one dict, so the
-schema keeps them as dicts and ``build_sections`` types them once at the entry point: one
-dataclass per kind (``source_config``, ``variant_config``), whose ``__post_init__`` checks the
-values. Everything below the entry point reads these typed sections.
+Sources and variants differ in shape by ``kind``; OmegaConf cannot hold a union of dataclasses,
+so the schema types each entry as a node holding every key any kind takes (``SourceNode``,
+``VariantNode``: a misspelt key fails at compose time) and ``source_config``/``variant_config``
+turn a node into its kind's dataclass, which takes only that kind's keys and checks the values.
+The conversion of the config runs them (``DatasetKeys.__post_init__``), so a key the kind does
+not take or a bad value fails there, naming the key; ``build_sections`` hands the typed kinds
+to everything below the entry point.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING as NO_DEFAULT
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args
+from types import NoneType
+from typing import Any, Literal, TypeVar, get_args, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -109,34 +114,22 @@ class TeacherConfig:
 
 
 @dataclass
+class OnlineConfig:
+    """``data.online`` of ``python -m distill`` (mode=online): the raw image ``set`` streamed
+    with a fresh Inception crop of ``crop_size`` and area ``crop_scale`` per view."""
+
+    set: str = MISSING
+    crop_size: int = MISSING
+    crop_scale: list[float] = MISSING
+
+
+@dataclass
 class DigitsConfig:
     """The embedded digits split (common/digits.py ``digits_split``); ``fractions`` is set by
     dataset=digits only (the other datasets name ``seed`` for the digits teacher's cache path)."""
 
     seed: int = MISSING
     fractions: dict[str, float] | None = None
-
-
-@dataclass
-class DatasetKeys:
-    """Keys the dataset files (conf/dataset/*.yaml, ``@package _global_``) add at the root.
-
-    Sources and variants differ in shape by ``kind`` (data/sources.py, data/variants.py)."""
-
-    dataset_name: str = MISSING
-    image_size: int = MISSING
-    raw_size: int = MISSING
-    digits: DigitsConfig | None = None
-    # one shape per kind, which a schema cannot hold: typed per kind by ``source_config``
-    sources: dict[str, Any] = field(default_factory=dict)
-    variants: dict[str, Any] = field(default_factory=dict)
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    # dataset=folder: its ``???`` must survive the merge (a missing value never overrides a
-    # default), so the schema leaves it missing and the other dataset files set it to null
-    data_root: str | None = MISSING
-    folder_name: str | None = None  # dataset=folder
-    imagenet_root: str | None = None  # dataset=imagenet
-    extra_pool: str | None = None  # dataset=imagenet
 
 
 @dataclass
@@ -196,19 +189,62 @@ SOURCE_KINDS: dict[str, type] = {
 }
 
 
-def source_config(name: str, value: Mapping) -> SourceConfig:
-    """``sources.<name>`` as its kind's dataclass; a bad kind or argument names the key."""
-    cfg = dict(value)
-    kind = cfg.pop("kind", None)
-    cfg.pop("name", None)
-    if kind not in SOURCE_KINDS:
-        raise SourceError(
-            f"sources.{name}: source kind {kind!r} unknown; expected one of {sorted(SOURCE_KINDS)}"
-        )
-    try:
-        return SOURCE_KINDS[kind](**cfg)
-    except TypeError as e:
-        raise SourceError(f"sources.{name}: bad arguments for source kind {kind!r}: {e}") from e
+@dataclass
+class SourceNode:
+    """``sources.<name>`` as the schema holds it: ``kind`` and every key a source kind takes
+    (null: not set), so a misspelt key fails at compose time; ``source_config`` types it."""
+
+    kind: str = MISSING  # a SOURCE_KINDS key
+    root: str | None = None  # imagefolder, unlabelled
+    subdir: str | None = None
+    hint: str | None = None
+    classes_file: str | None = None  # imagefolder
+    split: str | None = None  # digits
+    size: int | None = None
+    fractions: dict[str, float] | None = None
+    seed: int | None = None
+    urls: list[str] | None = None  # shards
+    classes: list[str] | None = None
+
+
+def source_config(name: str, value: SourceNode | Mapping) -> SourceConfig:
+    """``sources.<name>`` as its kind's dataclass; a bad kind or key names the key."""
+    return _kind_config(f"sources.{name}", "source", SOURCE_KINDS, _given(value), SourceError)
+
+
+def _given(value: Any) -> dict[str, Any]:
+    """The keys a node sets (null: not set) or, for a mapping (a manifest's record, a test's
+    variant), all of its keys."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    return {
+        f.name: getattr(value, f.name) for f in fields(value) if getattr(value, f.name) is not None
+    }
+
+
+def _kind_config(
+    key: str, what: str, kinds: Mapping[str, type[T]], given: dict, error: type[ValueError]
+) -> T:
+    """``given`` as the dataclass of its ``kind``: only the keys that kind takes, each it needs
+    (one whose type admits null is null when unset: e.g. ``per_class``, a source's ``root``)."""
+    kind = given.pop("kind", None)
+    if kind not in kinds:
+        raise error(f"{key}: {what} kind {kind!r} unknown; expected one of {sorted(kinds)}")
+    cls = kinds[kind]
+    hints = get_type_hints(cls)
+    takes = {f.name: f for f in fields(cls) if f.init}
+    for k in given:
+        if k not in takes:
+            raise error(
+                f"{key}.{k}: {what} kind {kind!r} takes no {k!r} (its keys: {sorted(takes)})"
+            )
+    for k, f in takes.items():
+        if k in given or f.default is not NO_DEFAULT or f.default_factory is not NO_DEFAULT:
+            continue
+        if NoneType not in get_args(hints[k]):
+            raise error(f"{key}.{k}: {what} kind {kind!r} needs {k!r}, which is not set")
+        given[k] = None
+    return cls(**given)
 
 
 @dataclass(kw_only=True)
@@ -366,26 +402,83 @@ def _check_choice(key: str, value: Any, choices: Any) -> None:
         raise ValueError(f"{key} must be one of {list(get_args(choices))}, got {value!r}")
 
 
-def variant_config(name: str, value: Mapping) -> VariantConfig:
+@dataclass
+class VariantNode:
+    """``variants.<name>`` as the schema holds it: ``kind`` and every key a variant kind takes
+    (null: not set), so a misspelt key fails at compose time; ``variant_config`` types it."""
+
+    kind: str = MISSING  # a VARIANT_KINDS key
+    name: str | None = None  # null: the key
+    source: str | None = None
+    replicas: int | None = None
+    seed: int | None = None
+    jpeg_quality: int | None = None
+    image_size: int | None = None
+    label: bool | None = None
+    max_side: int | None = None
+    raw_size: int | None = None  # every kind but plain
+    crop_scale: list[float] | None = None
+    pack: int | None = None  # randaug, extra, inpaint
+    randaugment: RandAugmentConfig | None = None  # randaug, extra
+    threshold: float | None = None  # extra
+    per_class: int | None = None
+    score_crop_pct: float | None = None
+    alpha: float | None = None  # mixup
+    group: int | None = None
+    mask_area: list[float] | None = None  # inpaint
+    mask_kinds: list[str] | None = None
+    method: str | None = None
+    radius: float | None = None
+    # a Hydra ``_target_`` node: the arguments are the user's callable's, whatever they are
+    inpainter: dict[str, Any] | None = None
+    crop_pct: float | None = None  # plain
+
+
+def variant_config(name: str, value: VariantNode | Mapping) -> VariantConfig:
     """``variants.<name>`` as its kind's dataclass (``name`` defaults to the key); a bad kind
-    or argument names the key."""
-    cfg = dict(value)
-    kind = cfg.pop("kind", None)
-    cfg["name"] = cfg.get("name") or name
-    if kind not in VARIANT_KINDS:
-        raise ValueError(
-            f"variants.{name}: variant kind {kind!r} unknown; expected one of "
-            f"{sorted(VARIANT_KINDS)}"
-        )
-    try:
-        return VARIANT_KINDS[kind](**cfg)
-    except TypeError as e:
-        raise ValueError(f"variants.{name}: bad arguments for variant kind {kind!r}: {e}") from e
+    or key names the key."""
+    given = _given(value)
+    given["name"] = given.get("name") or name
+    return _kind_config(f"variants.{name}", "variant", VARIANT_KINDS, given, ValueError)
 
 
 def variant_kind(cfg: VariantConfig) -> str:
     """The ``kind`` of a typed variant config."""
     return next(k for k, cls in VARIANT_KINDS.items() if type(cfg) is cls)
+
+
+@dataclass
+class DatasetKeys:
+    """Keys the dataset files (conf/dataset/*.yaml, ``@package _global_``) add at the root.
+
+    Sources and variants differ in shape by ``kind`` (data/sources.py, data/variants.py): the
+    conversion types each by its kind here, so a key its kind does not take fails there."""
+
+    dataset_name: str = MISSING
+    image_size: int = MISSING
+    raw_size: int = MISSING
+    digits: DigitsConfig | None = None
+    sources: dict[str, SourceNode] = field(default_factory=dict)
+    variants: dict[str, VariantNode] = field(default_factory=dict)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    # dataset=folder: its ``???`` must survive the merge (a missing value never overrides a
+    # default), so the schema leaves it missing and the other dataset files set it to null
+    data_root: str | None = MISSING
+    folder_name: str | None = None  # dataset=folder
+    imagenet_root: str | None = None  # dataset=imagenet
+    extra_pool: str | None = None  # dataset=imagenet
+
+    def __post_init__(self) -> None:
+        self.source_configs()
+        self.variant_configs()
+
+    def source_configs(self) -> dict[str, SourceConfig]:
+        """Each source as its kind's dataclass."""
+        return {n: source_config(n, v) for n, v in self.sources.items()}
+
+    def variant_configs(self) -> dict[str, VariantConfig]:
+        """Each variant as its kind's dataclass."""
+        return {n: variant_config(n, v) for n, v in self.variants.items()}
 
 
 def typed(cls: type[T], value: Any, key: str) -> T:
@@ -413,32 +506,31 @@ class BuildSections:
     train_sets: dict[str, float]  # data.train_sets: a set weighted 0 is not built by default
 
 
-def build_sections(cfg: Any) -> BuildSections:
-    """The ``BuildSections`` of a composed build or train config (a config node or its dict)."""
-    c = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
+def build_sections(
+    c: DatasetKeys, build: BuildConfig, train_sets: Mapping[str, float]
+) -> BuildSections:
+    """The ``BuildSections`` of a build or train config (its ``build`` and the training sets'
+    weights, ``data.train_sets``)."""
     return BuildSections(
-        sources={n: source_config(n, v) for n, v in c["sources"].items()},
-        variants={n: variant_config(n, v) for n, v in c["variants"].items()},
-        teacher=typed(TeacherConfig, c["teacher"], "teacher"),
-        build=typed(BuildConfig, c["build"], "build"),
-        train_sets=dict(c["data"]["train_sets"]),
+        sources=c.source_configs(),
+        variants=c.variant_configs(),
+        teacher=c.teacher,
+        build=build,
+        train_sets=dict(train_sets),
     )
 
 
 @dataclass
 class BuildDataConfig:
-    """conf/build.yaml's ``data``: the training-set weights a build reads (0: not built). The
-    dataset presets also set keys of ``python -m distill``'s ``data``, unused by a build."""
+    """conf/build.yaml's ``data``: the training-set weights a build reads (0: not built)."""
 
     train_sets: dict[str, float] = MISSING
-    batch_size: int | None = None
-    samples_per_epoch: int | None = None
 
 
 @dataclass
 class BuildAppConfig(DatasetKeys):
-    """conf/build.yaml. ``trainer``, ``optimizer``, ``baseline`` and ``export`` are set by the
-    dataset presets for ``python -m distill``; a build reads none of them."""
+    """conf/build.yaml. A dataset's settings for ``python -m distill`` alone (its training
+    length, batch, learning rate) are in conf/dataset_train/, which only conf/train.yaml reads."""
 
     out_dir: str = MISSING
     only: list[str] | None = None
@@ -448,10 +540,6 @@ class BuildAppConfig(DatasetKeys):
     remote: RemoteConfig = field(default_factory=RemoteConfig)
     device: str = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
-    trainer: dict[str, Any] = field(default_factory=dict)
-    optimizer: dict[str, Any] = field(default_factory=dict)
-    baseline: dict[str, Any] = field(default_factory=dict)
-    export: dict[str, Any] = field(default_factory=dict)
 
 
 def register_build_configs(cs: ConfigStore | None = None) -> None:

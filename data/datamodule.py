@@ -17,6 +17,7 @@ from typing import Literal, get_args
 import lightning as L
 
 from data import remote, urls
+from data.config import OnlineConfig
 from data.live import LABEL_SOURCES
 from data.recipes import version_drift
 from data.shards import Manifest, ManifestError, read_manifest
@@ -43,7 +44,8 @@ class DistillDataModule(L.LightningDataModule):
             epoch is ``samples_per_epoch // (batch_size * world_size)`` batches on every rank.
         mode: ``"offline"`` (stored teacher labels), ``"online"`` (raw images) or ``"hybrid"``
             (the offline sets; those ``labels_from`` marks ``live`` labelled live).
-        online: for online mode: ``set`` (raw set name), ``crop_size``, ``crop_scale``.
+        online: online mode's ``data.online`` section: the raw ``set``, ``crop_size``,
+            ``crop_scale``.
         flip: random horizontal flip of training images.
         seed: base seed for shard sampling, mixing and flips (distinct per rank and worker).
         shuffle_buffer: training samples shuffled across shards.
@@ -70,7 +72,7 @@ class DistillDataModule(L.LightningDataModule):
         num_workers: int,
         samples_per_epoch: int | None = None,
         mode: str = "offline",
-        online: dict | None = None,
+        online: OnlineConfig | None = None,
         flip: bool = True,
         seed: int = 0,
         shuffle_buffer: int = 1000,
@@ -84,10 +86,10 @@ class DistillDataModule(L.LightningDataModule):
             raise ValueError(f"data.decode must be one of {DECODE_CHOICES}, got {decode!r}")
         if mode not in ("offline", "online", "hybrid"):
             raise ValueError(f"data mode must be 'offline', 'online' or 'hybrid', got {mode!r}")
-        if mode == "online" and not (online and online.get("set")):
-            raise ValueError("online mode needs online.set: the raw image set to stream")
+        if mode == "online" and online is None:
+            raise ValueError("online mode needs data.online: the raw image set to stream")
         self.root = urls.check(root)
-        sets = dict(train_sets) if mode != "online" else {online["set"]: 1.0}
+        sets = dict(train_sets) if mode != "online" else {online.set: 1.0}
         bad = {k: w for k, w in sets.items() if not w >= 0}
         if bad:
             raise ValueError(f"mixing weights must be >= 0 (0 drops a set), got {bad}")
@@ -95,7 +97,7 @@ class DistillDataModule(L.LightningDataModule):
         if not self.train_sets:
             raise ValueError(f"no training set has a positive weight: {sets}")
         self.live = live_sets(self.train_sets, labels_from) if mode == "hybrid" else []
-        self.val_set, self.mode, self.online = val_set, mode, dict(online or {})
+        self.val_set, self.mode, self.online = val_set, mode, online
         self.batch_size, self.num_workers = batch_size, num_workers
         self.val_batch_size = val_batch_size or batch_size
         self.samples_per_epoch, self.flip, self.seed = samples_per_epoch, flip, seed
@@ -162,9 +164,7 @@ class DistillDataModule(L.LightningDataModule):
     def image_size(self) -> int:
         self.prepare()
         if self.mode == "online":
-            return int(
-                self.online.get("crop_size", self.manifests[self.val_set].data["image_size"])
-            )
+            return self.online.crop_size
         return int(next(iter(self.manifests.values())).data["image_size"])
 
     def decode_stage(self) -> str:
@@ -207,10 +207,7 @@ class DistillDataModule(L.LightningDataModule):
         rank, world = self._world()
         online = None
         if self.mode == "online":
-            online = {
-                "size": self.image_size,
-                "scale": tuple(self.online.get("crop_scale", (0.08, 1.0))),
-            }
+            online = {"size": self.image_size, "scale": tuple(self.online.crop_scale)}
         pipeline = train_pipeline(
             [self.manifests[n].urls() for n in self.train_sets],
             list(self.train_sets.values()),

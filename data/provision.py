@@ -10,6 +10,7 @@ from collections.abc import Callable, Collection, Mapping
 
 from common.files import wait_for_files
 from data import remote, urls
+from data.config import VariantConfig, variant_kind
 from data.set_storage import storage_mode
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ def ensure_sets(
     root: str,
     wanted: Collection[str],
     store: str,
-    variants: Mapping[str, Mapping],
+    variants: Mapping[str, VariantConfig],
     build_if_missing: bool,
     build: Callable[[list[str]], list],
 ) -> None:
@@ -59,15 +60,17 @@ def ensure_sets(
     print(summary(reports, root))
 
 
-def check_storage(root: str, built: list[str], store: str, variants: Mapping[str, Mapping]) -> None:
+def check_storage(
+    root: str, built: list[str], store: str, variants: Mapping[str, VariantConfig]
+) -> None:
     """Built sets must be stored the way ``build.store`` says (a changed default must not leave
     a run silently training on the old pixel views), and recipe sets in this loader's format."""
     from data.recipes import RECIPE_VERSION
 
     wrong, stale = [], []
     for name in built:
-        variant = variants.get(name) or {}
-        want = storage_mode(variant.get("kind", "plain"), store)
+        variant = variants.get(name)  # a set on disk the config no longer names: plain
+        want = storage_mode(variant_kind(variant) if variant else "plain", store)
         manifest = remote.read_json(urls.join(root, name, "manifest.json"))
         have = (manifest.get("storage") or {}).get("mode", "pixels")
         if have != want:

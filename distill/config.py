@@ -17,8 +17,8 @@ work with a message naming the key.
 
 from __future__ import annotations
 
+import copy
 import functools
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal, TypeVar, get_args
@@ -29,6 +29,7 @@ from omegaconf import MISSING, OmegaConf
 from data.config import (
     BuildConfig,
     DatasetKeys,
+    OnlineConfig,
     PathsConfig,
     RemoteConfig,
     register_build_configs,
@@ -151,13 +152,6 @@ class EmaConfig:
         d = self.decay
         ok = isinstance(d, int | float) and 0 <= d < 1
         _require("ema.decay", d, ok, "in [0, 1) (0 turns the EMA off)")
-
-
-@dataclass
-class OnlineConfig:
-    set: str = MISSING
-    crop_size: int = MISSING
-    crop_scale: list[float] = MISSING
 
 
 @dataclass
@@ -313,6 +307,7 @@ class TrainConfig(DatasetKeys):
     nas: Any = None  # python -m nas's own section (conf/search.yaml; checked by nas/config.py)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _choice("mode", self.mode, Mode)
         if self.mode == "hybrid":
             from data.datamodule import live_sets
@@ -354,19 +349,8 @@ def as_dict(value) -> dict:
     return asdict(value)
 
 
-MODULE_SECTIONS = {
-    "loss": LossConfig,
-    "optimizer": OptimizerConfig,
-    "schedule": ScheduleConfig,
-    "model": ModelConfig,
-    "ema": EmaConfig,
-}
-
-
-def student_model(student: StudentConfig | Mapping, model: ModelConfig | Mapping) -> ModelConfig:
+def student_model(student: StudentConfig, model: ModelConfig) -> ModelConfig:
     """``model`` with its null ``drop_rate``/``drop_path_rate`` taken from the student's file."""
-    student = section(StudentConfig, student)
-    model = section(ModelConfig, model)
     return replace(
         model,
         drop_rate=student.drop_rate if model.drop_rate is None else model.drop_rate,
@@ -376,17 +360,21 @@ def student_model(student: StudentConfig | Mapping, model: ModelConfig | Mapping
     )
 
 
-def module_sections(c: TrainConfig | Mapping) -> dict[str, Any]:
-    """``DistillModule``'s section keyword arguments from a train config (typed, or resolved
-    into a mapping: tests and benches)."""
-    get = c.get if isinstance(c, Mapping) else lambda k: getattr(c, k)
-    out = {k: section(cls, get(k)) for k, cls in MODULE_SECTIONS.items() if k != "model"}
-    out["model"] = student_model(get("student"), get("model"))
-    return out
+def module_sections(c: TrainConfig) -> dict[str, Any]:
+    """``DistillModule``'s section keyword arguments from a train config."""
+    model = student_model(c.student, c.model)
+    return {
+        "loss": c.loss,
+        "optimizer": c.optimizer,
+        "schedule": c.schedule,
+        "model": model,
+        "ema": c.ema,
+    }
 
 
-def train_defaults(overrides: list[str] | None = None) -> dict:
-    """conf/train.yaml composed with ``+student=mnv4_conv_s`` and resolved (tests, benches)."""
+def train_defaults(overrides: list[str] | None = None) -> TrainConfig:
+    """conf/train.yaml composed with ``+student=mnv4_conv_s`` and converted as a run converts
+    it (tests, benches)."""
     from pathlib import Path
 
     from hydra import compose, initialize_config_dir
@@ -396,7 +384,7 @@ def train_defaults(overrides: list[str] | None = None) -> dict:
         cfg = compose(
             "train", overrides=["+student=mnv4_conv_s", "paths.output_dir=.", *(overrides or [])]
         )
-    return OmegaConf.to_container(cfg, resolve=True)
+    return OmegaConf.to_object(cfg)
 
 
 APPENDED_GROUPS = ("student", "experiment", "debug")
@@ -417,14 +405,14 @@ def normalize_overrides(args: list[str]) -> list[str]:
 
 
 @functools.cache
-def _train_defaults_cached() -> str:
-    return json.dumps(train_defaults())
+def _cached_defaults() -> TrainConfig:
+    return train_defaults()
 
 
 def module_kwargs(**changes: Mapping) -> dict[str, Any]:
     """``DistillModule``'s sections as conf/ sets them (+student=mnv4_conv_s), each updated by
     ``changes[section]`` (tests and benches: ``module_kwargs(ema={"decay": 0.9})``)."""
-    sections = module_sections(json.loads(_train_defaults_cached()))
+    sections = module_sections(copy.deepcopy(_cached_defaults()))  # no caller shares a list
     return {k: replace(v, **changes.get(k, {})) for k, v in sections.items()}
 
 

@@ -31,7 +31,7 @@ def make_datamodule(
         samples_per_epoch=samples_per_epoch,
         mode=mode if mode in ("online", "hybrid") else "offline",
         labels_from=d.labels_from,
-        online=asdict(d.online) if online else None,  # data/datamodule.py reads a mapping
+        online=d.online if online else None,
         flip=d.flip,
         seed=seed,
         shuffle_buffer=d.shuffle_buffer,

@@ -38,11 +38,13 @@ scale-invariant in log p, so the standardised teacher is the same at every T.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:  # distill.config checks its loss section with kd_params
+    from distill.config import LossConfig
 
 KINDS = ("soft_ce", "kl", "dkd", "dist")
 STANDARDIZABLE = ("soft_ce", "kl", "dkd")
@@ -192,16 +194,15 @@ def dist_loss(
 
 
 # -- dispatch ------------------------------------------------------------------------------------
-def kd_params(cfg: Any) -> dict[str, float]:
-    """The loss-specific weights of ``cfg.kind`` from a ``LossConfig`` (or mapping), checked:
-    kind known, every weight set, standardisation only where it is defined."""
-    get = cfg.get if isinstance(cfg, Mapping) else lambda k: getattr(cfg, k)
-    kind = get("kind")
+def kd_params(cfg: LossConfig) -> dict[str, float]:
+    """The loss-specific weights of ``cfg.kind``, checked: kind known, every weight set,
+    standardisation only where it is defined."""
+    kind = cfg.kind
     if kind not in KINDS:
         raise ValueError(f"unknown distillation loss {kind!r}; expected one of {KINDS}")
-    if get("standardize") and kind not in STANDARDIZABLE:
+    if cfg.standardize and kind not in STANDARDIZABLE:
         raise ValueError(f"loss.standardize is defined for {STANDARDIZABLE}, not {kind!r}")
-    params = {name: get(key) for name, key in PARAMS.get(kind, {}).items()}
+    params = {name: getattr(cfg, key) for name, key in PARAMS.get(kind, {}).items()}
     unset = [PARAMS[kind][name] for name, v in params.items() if v is None]
     if unset:
         raise ValueError(

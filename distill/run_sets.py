@@ -4,7 +4,7 @@ builds the missing ones), and the transport that reaches them."""
 from __future__ import annotations
 
 from data import remote
-from data.config import BuildSections, source_config, variant_config
+from data.config import build_sections
 from data.provision import ensure_sets
 from distill.config import TrainConfig
 
@@ -22,29 +22,19 @@ def wanted_sets(c: TrainConfig) -> set[str]:
     return wanted
 
 
-def build_sections(c: TrainConfig) -> BuildSections:
-    """The sections ``data.build.build_from_config`` reads, typed per source and variant kind."""
-    return BuildSections(
-        sources={n: source_config(n, v) for n, v in c.sources.items()},
-        variants={n: variant_config(n, v) for n, v in c.variants.items()},
-        teacher=c.teacher,
-        build=c.build,
-        train_sets=dict(c.data.train_sets),
-    )
-
-
 def ensure_data(c: TrainConfig) -> None:
     """Build whichever of the run's sets are missing (rank 0 only; the others wait for them)."""
     from data.build import build_from_config
 
     root = c.data.root
+    sections = build_sections(c, c.build, c.data.train_sets)
     ensure_sets(
         root,
         wanted_sets(c),
         c.build.store,
-        c.variants,
+        sections.variants,
         c.data.build_if_missing,
-        lambda missing: build_from_config(build_sections(c), missing, out_dir=root),
+        lambda missing: build_from_config(sections, missing, out_dir=root),
     )
 
 

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from data.builder import build_sets
+from data.config import OnlineConfig
 from data.datamodule import DistillDataModule
 from data.shards import ManifestError, read_manifest
 from data.sources import ImageFolderSource
@@ -253,7 +254,9 @@ def test_two_ddp_ranks_validate_on_a_one_shard_set_and_finish(tmp_path):
 
 # -- 7. the same seed gives the same batches ---------------------------------------------------
 def _first_batches(root: Path, seed: int, workers: int, mode: str, epochs: int = 2) -> list:
-    online = {"set": "a", "crop_size": 12, "crop_scale": [0.3, 1.0]} if mode == "online" else None
+    online = (
+        OnlineConfig(set="a", crop_size=12, crop_scale=[0.3, 1.0]) if mode == "online" else None
+    )
     dm = DistillDataModule(
         root,
         {"a": 1, "b": 1},

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.images import decode_jpeg
+from data.config import OnlineConfig
 from data.datamodule import DistillDataModule
 from data.shards import read_manifest
 from tests.helpers import read_samples
@@ -76,7 +77,7 @@ def test_online_mode_crops_raw_images_afresh(built):
         num_workers=0,
         samples_per_epoch=8 * (3 * n // 8),  # every image drawn about three times
         mode="online",
-        online={"set": "val", "crop_size": 24, "crop_scale": [0.3, 1.0]},
+        online=OnlineConfig(set="val", crop_size=24, crop_scale=[0.3, 1.0]),
     )
     first: dict[str, torch.Tensor] = {}
     repeats = fresh = 0

@@ -4,6 +4,7 @@ and one short real-trainer run of each new loss (offline and online)."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -245,25 +246,25 @@ def test_top_k_labels_give_finite_losses_and_gradients(kind, params, standardize
 def test_loss_files_carry_the_papers_weights_and_check_them():
     from distill.config import train_defaults
 
-    dkd = train_defaults(["loss=dkd"])["loss"]
-    assert (dkd["kind"], dkd["dkd_alpha"], dkd["dkd_beta"], dkd["temperature"]) == (
+    dkd = train_defaults(["loss=dkd"]).loss
+    assert (dkd.kind, dkd.dkd_alpha, dkd.dkd_beta, dkd.temperature) == (
         "dkd",
         1.0,
         2.0,
         1.0,
     )
     assert kd_params(dkd) == {"alpha": 1.0, "beta": 2.0}
-    dist = train_defaults(["loss=dist"])["loss"]
-    assert kd_params(dist) == {"beta": 2.0, "gamma": 2.0} and not dist["standardize"]
-    default = train_defaults()["loss"]  # kl_std: the loss table's best on digits
-    assert (default["kind"], default["temperature"], default["standardize"]) == ("kl", 2.0, True)
+    dist = train_defaults(["loss=dist"]).loss
+    assert kd_params(dist) == {"beta": 2.0, "gamma": 2.0} and not dist.standardize
+    default = train_defaults().loss  # kl_std: the loss table's best on digits
+    assert (default.kind, default.temperature, default.standardize) == ("kl", 2.0, True)
     assert kd_params(default) == {}
-    paper = train_defaults(["+experiment=paper_distill_imagenet"])["loss"]
-    assert (paper["kind"], paper["standardize"]) == ("soft_ce", False)
+    paper = train_defaults(["+experiment=paper_distill_imagenet"]).loss
+    assert (paper.kind, paper.standardize) == ("soft_ce", False)
     with pytest.raises(ValueError, match="needs loss.dkd_alpha"):
-        kd_params({**default, "kind": "dkd"})
+        kd_params(SimpleNamespace(**{**vars(default), "kind": "dkd"}))
     with pytest.raises(ValueError, match="standardize is defined"):
-        kd_params({**dist, "standardize": True})
+        kd_params(SimpleNamespace(**{**vars(dist), "standardize": True}))
     with pytest.raises(ConfigCompositionException, match="standardise"):
         train_defaults(["loss=dkd", "loss.standardise=true"])  # typed schema: misspelt key
 
@@ -282,29 +283,23 @@ E2E = [
 @pytest.mark.slow  # a real Lightning fit per loss
 @pytest.mark.parametrize("mode,overrides", E2E, ids=[" ".join(o) + f" {m}" for m, o in E2E])
 def test_each_loss_trains_a_few_steps_with_a_real_trainer(mode, overrides, tiny_cache, tmp_path):
-    from data.config import TeacherConfig, typed
     from data.datamodule import DistillDataModule
     from data.teacher_setup import teacher_from_config
     from distill.module import DistillModule
 
     cfg = compose_train(["+student=mnv4_conv_s", *tiny_cache, *overrides], tmp_path)
-    c = OmegaConf.to_container(cfg, resolve=True)
-    teacher = (
-        teacher_from_config(typed(TeacherConfig, c["teacher"], "teacher"), num_classes=10)
-        if mode == "online"
-        else None
-    )
+    c = OmegaConf.to_object(cfg)
+    teacher = teacher_from_config(c.teacher, num_classes=10) if mode == "online" else None
     module = DistillModule("mnv4_conv_s", 10, teacher, mode=mode, **module_sections(c))
-    d = c["data"]
     dm = DistillDataModule(
-        d["root"],
-        d["train_sets"],
+        c.data.root,
+        c.data.train_sets,
         "val",
         batch_size=8,
         num_workers=0,
         samples_per_epoch=16,
         mode=mode,
-        online=d["online"],
+        online=c.data.online,
         shuffle_buffer=8,
     )
     before = module.student.classifier.weight.detach().clone()

@@ -9,7 +9,6 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from data.config import TeacherConfig, typed
 from data.datamodule import DistillDataModule
 from data.teacher_setup import teacher_from_config
 from distill.config import module_kwargs
@@ -24,22 +23,20 @@ pytestmark = pytest.mark.slow  # every test here is a real Lightning fit
 @pytest.fixture(scope="module")
 def cfg(tiny_cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("module_out")
-    return OmegaConf.to_container(
-        compose_train(["+student=mnv4_conv_s", *tiny_cache], out), resolve=True
-    )
+    return OmegaConf.to_object(compose_train(["+student=mnv4_conv_s", *tiny_cache], out))
 
 
 def _dm(cfg, mode="offline", batch=16):
-    d = cfg["data"]
+    d = cfg.data
     return DistillDataModule(
-        d["root"],
-        d["train_sets"],
+        d.root,
+        d.train_sets,
         "val",
         batch_size=batch,
         num_workers=0,
         samples_per_epoch=batch * 6,
         mode=mode,
-        online=d["online"],
+        online=d.online,
         shuffle_buffer=2 * batch,  # the default 1000 decodes the tiny sets many times over first
     )
 
@@ -72,7 +69,7 @@ def test_offline_training_moves_the_student_and_logs_distillation_metrics(cfg, t
 
 
 def test_online_teacher_and_student_receive_the_same_mixed_tensor(cfg, tmp_path):
-    teacher = teacher_from_config(typed(TeacherConfig, cfg["teacher"], "teacher"), num_classes=10)
+    teacher = teacher_from_config(cfg.teacher, num_classes=10)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     module = DistillModule(
         "mnv4_conv_s",
@@ -99,7 +96,7 @@ def test_online_teacher_and_student_receive_the_same_mixed_tensor(cfg, tmp_path)
 
 
 def test_teacher_is_neither_registered_nor_checkpointed(cfg, tmp_path):
-    teacher = teacher_from_config(typed(TeacherConfig, cfg["teacher"], "teacher"), num_classes=10)
+    teacher = teacher_from_config(cfg.teacher, num_classes=10)
     module = DistillModule("mnv4_conv_s", 10, teacher, mode="online", **module_kwargs())
     assert not any(p is q for p in module.parameters() for q in teacher.parameters())
     trainer = _trainer(tmp_path, 2, limit_val_batches=0)
@@ -111,7 +108,7 @@ def test_teacher_is_neither_registered_nor_checkpointed(cfg, tmp_path):
 
 
 def test_feature_distillation_projects_1280_to_the_teachers_width(cfg, tmp_path):
-    teacher = teacher_from_config(typed(TeacherConfig, cfg["teacher"], "teacher"), num_classes=10)
+    teacher = teacher_from_config(cfg.teacher, num_classes=10)
     module = DistillModule(
         "mnv4_conv_s",
         10,

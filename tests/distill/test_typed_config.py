@@ -62,6 +62,66 @@ def test_misspelt_key_in_a_build_preset_fails(conf_copy, tmp_path):
         _compose_copy(tmp_path, "build", ["dataset=typo"])
 
 
+@pytest.mark.parametrize("app", ["build", "train"])
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ("variants: {randaug: {replica: 3}}", "replica"),
+        ("sources: {pool: {roots: /images}}", "roots"),
+    ],
+    ids=["variant", "source"],
+)
+def test_misspelt_key_under_a_source_or_variant_fails_at_compose(
+    app, body, key, conf_copy, tmp_path
+):
+    (conf_copy / "dataset" / "typo.yaml").write_text(
+        f"# @package _global_\ndefaults: [digits]\n{body}\n"
+    )
+    student = ["+student=mnv4_conv_s"] if app == "train" else []
+    with pytest.raises(ConfigCompositionException, match=rf"dataset/typo(.|\n)*{key}"):
+        _compose_copy(tmp_path, app, [*student, "dataset=typo"])
+
+
+def test_key_another_kind_takes_fails_the_conversion_naming_it(tmp_path):
+    """``alpha`` is a mixup key: the schema holds it, the plain kind of ``val`` does not."""
+    from data.build import BuildConfigError, app_config
+    from distill.value_checks import checked_config
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        build = compose("build", overrides=["variants.val.alpha=2.0"])
+    with pytest.raises(BuildConfigError, match=r"^variants\.val\.alpha: variant kind 'plain'"):
+        app_config(build)
+    train = compose_train(["+student=mnv4_conv_s", "sources.pool.root=/images"], tmp_path)
+    with pytest.raises(UsageError, match=r"sources\.pool\.root: source kind 'digits' takes no"):
+        checked_config(train)
+
+
+def test_kind_configs_take_their_keys_and_need_the_ones_without_a_default():
+    from data.config import SourceNode, VariantNode, source_config, variant_config
+
+    node = VariantNode(kind="mixup", source="labelled", replicas=1, seed=0, jpeg_quality=90)
+    node.image_size, node.raw_size, node.crop_scale = 32, 32, [0.5, 1]
+    with pytest.raises(ValueError, match=r"^variants\.d2\.alpha: variant kind 'mixup' needs"):
+        variant_config("d2", node)
+    node.alpha, node.group = 1.0, 8
+    mixup = variant_config("d2", node)
+    assert (mixup.name, mixup.alpha, mixup.crop_scale, mixup.label) == ("d2", 1.0, (0.5, 1.0), True)
+    folder = source_config("val", SourceNode(kind="unlabelled"))  # root null: the hint's error
+    assert folder.root is None and folder.subdir is None
+    with pytest.raises(ValueError, match=r"^sources\.val: source kind 'folder' unknown"):
+        source_config("val", SourceNode(kind="folder"))
+
+
+def test_nodes_hold_every_key_of_every_kind_and_nothing_else():
+    from dataclasses import fields
+
+    from data.config import SOURCE_KINDS, VARIANT_KINDS, SourceNode, VariantNode
+
+    for node, kinds in ((SourceNode, SOURCE_KINDS), (VariantNode, VARIANT_KINDS)):
+        keys = {f.name for cls in kinds.values() for f in fields(cls)}
+        assert {f.name for f in fields(node)} == keys | {"kind"}
+
+
 @pytest.mark.parametrize(
     "override", ["optimizer.lrr=0.1", "ema.decy=0.5", "data.batchsize=8", "loss.kd_wieght=1"]
 )
@@ -112,13 +172,13 @@ def test_normalize_overrides_touches_only_the_appended_groups():
 
 def test_module_built_from_the_composed_config_has_the_yaml_values(tmp_path):
     cfg = compose_train(["+student=mnv4_conv_s"], tmp_path)
-    c = OmegaConf.to_container(cfg, resolve=True)
-    assert c["ema"]["decay"] == 0.999 and c["build"]["shard_size"] == 500
+    c = OmegaConf.to_object(cfg)
+    assert c.ema.decay == 0.999 and c.build.shard_size == 500
     module = DistillModule("mnv4_conv_s", 10, mode="offline", **module_sections(c))
     assert module.hparams["ema"] == {"decay": 0.999, "warmup": True}
     assert module.ema is not None
     assert module.hparams["model"]["drop_rate"] == 0.3  # the student's, model.drop_rate is null
-    assert module.optim_cfg.lr == c["optimizer"]["lr"]
+    assert module.optim_cfg.lr == c.optimizer.lr
     assert module_kwargs()["ema"] == EmaConfig(decay=0.999, warmup=True)
 
 

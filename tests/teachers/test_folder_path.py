@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from data.build import build_from_config, run
 from data.config import build_sections
@@ -154,7 +155,9 @@ def test_build_from_config_builds_the_named_sets_of_a_distill_config(
         ["+student=mnv4_conv_s", "dataset=folder", f"data_root={digit_root}", *SMALL]
         + [f"teacher.checkpoint={project_teacher}", f"paths.output_dir={tmp_path / 'run'}"],
     )
-    reports = build_from_config(build_sections(cfg), {"val"}, tmp_path / "shards")
+    c = OmegaConf.to_object(cfg)
+    sections = build_sections(c, c.build, c.data.train_sets)
+    reports = build_from_config(sections, {"val"}, tmp_path / "shards")
     assert [r.name for r in reports] == ["val"] and reports[0].complete
     assert (tmp_path / "shards" / "val" / "manifest.json").is_file()
 
