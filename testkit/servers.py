@@ -71,6 +71,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, body: bool) -> None:
         srv = self.server
+        with srv.lock:
+            srv.busy += 1
+        try:
+            self._respond(body)
+        finally:
+            with srv.lock:
+                srv.busy -= 1
+                srv.lock.notify_all()
+
+    def _respond(self, body: bool) -> None:
+        srv = self.server
         rel = self.path.lstrip("/")
         status = srv.status_of(rel)
         with srv.lock:
@@ -154,8 +165,8 @@ class RangeServer:
         self.httpd = _Server(("127.0.0.1", port), _Handler)
         h = self.httpd
         h.root = Path(root)
-        h.lock = threading.Lock()
-        h.requests, h.sent, h.connections = [], {}, set()
+        h.lock = threading.Condition()
+        h.requests, h.sent, h.connections, h.busy = [], {}, set(), 0
         h.statuses: dict[str, int] = {}  # path (or "*") -> status to answer with
         h.cut_after: dict[str, int] = {}
         h.stall_after: dict[str, int] = {}
@@ -164,11 +175,19 @@ class RangeServer:
         h.status_of = lambda rel: h.statuses.get(rel) or h.statuses.get("*")
         self.port = h.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=h.serve_forever, daemon=True)
+        # polled every 50 ms (the default 0.5 s is how long each stop() waited)
+        self.thread = threading.Thread(target=h.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def __getattr__(self, name):  # the fault switches live on the server the handlers see
         return getattr(self.httpd, name)
+
+    def settle(self, timeout: float = 10.0) -> None:
+        """Wait until no response is being written: ``sent`` then counts every byte a client has
+        read (a handler counts a chunk just after writing it)."""
+        with self.httpd.lock:
+            if not self.httpd.lock.wait_for(lambda: self.httpd.busy == 0, timeout):
+                raise TimeoutError(f"a response still being written after {timeout} s")
 
     def __setattr__(self, name, value) -> None:
         if name in ("httpd", "port", "url", "thread"):

@@ -18,7 +18,7 @@ distill.config.register_configs()
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory) -> list[str]:
     """Every digits set (offline, online raw, validation) built by the project's builder from
-    about 64 real images each, labelled by a random-init ``timm:resnet10t`` saved where the
+    about 64 real images each, labelled by a random-init 32-px ``timm:resnet10t`` saved where the
     digits teacher is cached (so nothing is trained); returns the overrides to use. Built once
     for the whole session: a test that changes its files copies the cache first."""
     from tests.distill.conftest import ON_CACHE, TINY_DATA, build_cache

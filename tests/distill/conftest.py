@@ -62,13 +62,14 @@ def digits_cache(tmp_path_factory) -> list[str]:
 
 def build_cache(cache: Path, overrides: list[str], baseline: bool, teacher: bool = False) -> None:
     """Build every set a run needs in online (raw, val) and offline mode (the train sets), and
-    with ``baseline`` the from-labels baseline's; ``teacher`` first saves a random-init one."""
+    with ``baseline`` the from-labels baseline's; ``teacher`` first saves a random-init one
+    taking ``image_size`` px, as the digits teacher trained by teachers/train.py does."""
     from distill.run_sets import ensure_data
 
     cfg = compose_train(["+student=mnv4_conv_s", "mode=online", *overrides], cache / "out")
     c = OmegaConf.to_object(cfg)
     if teacher:
-        save_random_teacher(Path(c.teacher.cache_path))
+        save_random_teacher(Path(c.teacher.cache_path), input_size=c.image_size)
     c.baseline.enabled = baseline
     ensure_data(c)
     c.mode = "offline"

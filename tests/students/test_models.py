@@ -33,9 +33,9 @@ def test_list_models_names_the_five_students():
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_parameter_count_and_state_dict_layout_match_the_spec(name):
+def test_parameter_count_and_state_dict_layout_match_the_spec(name, default_models):
     entries, gammas = LAYOUT[name]
-    model = students.create_model(name)
+    model = default_models[name]
     assert count_params(model) == SPECS[name].expected_params
     state = model.state_dict()
     assert len(state) == entries
@@ -43,16 +43,16 @@ def test_parameter_count_and_state_dict_layout_match_the_spec(name):
 
 
 @pytest.mark.parametrize("name", TIERED)
-def test_macs_match_the_counted_figures(name):
-    model = students.create_model(name)
+def test_macs_match_the_counted_figures(name, default_models):
+    model = default_models[name]  # count_macs restores the train/eval mode it found
     gmacs = count_macs(model, model.default_resolution) / 1e9
     assert gmacs == pytest.approx(SPECS[name].expected_gmacs, rel=0.02)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_native_resolution(name):
+def test_native_resolution(name, default_models):
     expected = {"mnv4_conv_s": 224, "mnv4_conv_l": 384, "mnv4_hybrid_l": 384}.get(name, 256)
-    assert students.create_model(name).default_resolution == expected
+    assert default_models[name].default_resolution == expected
 
 
 @pytest.mark.parametrize(
@@ -126,8 +126,8 @@ def test_drop_path_follows_timms_linear_schedule():
 
 
 @pytest.mark.parametrize("name", TIERED)
-def test_features_head_and_intermediates(name):
-    model = students.create_model(name).eval()
+def test_features_head_and_intermediates(name, default_models):
+    model = default_models[name].eval()
     assert (model.num_features, model.head_hidden_size) == (960, 1280)
     x = torch.randn(1, 3, 128, 96)
     with torch.no_grad():
@@ -143,17 +143,22 @@ def test_features_head_and_intermediates(name):
     torch.testing.assert_close(maps[-1], feats)
 
 
+@pytest.fixture(scope="module")
+def hybrid_m_7() -> nn.Module:
+    return students.create_model("mnv4_hybrid_m", num_classes=7).eval()
+
+
 @pytest.mark.parametrize(
     "resolution", [32, 64, *(pytest.param(r, marks=pytest.mark.slow) for r in (160, 224, 288))]
 )
-def test_any_resolution_divisible_by_32_runs(resolution):
-    model = students.create_model("mnv4_hybrid_m", num_classes=7).eval()
+def test_any_resolution_divisible_by_32_runs(resolution, hybrid_m_7):
+    model = hybrid_m_7
     with torch.no_grad():
         assert model(torch.randn(1, 3, resolution, resolution)).shape == (1, 7)
 
 
-def test_channels_last_and_contiguous_inputs_agree():
-    model = students.create_model("mnv4_hybrid_m").eval()
+def test_channels_last_and_contiguous_inputs_agree(default_models):
+    model = default_models["mnv4_hybrid_m"].eval()
     x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
         a = model(x)
@@ -166,14 +171,14 @@ def test_channels_last_and_contiguous_inputs_agree():
     )
 
 
-def test_batch_size_one_in_eval_mode():
-    model = students.create_model("mnv4_conv_s").eval()
+def test_batch_size_one_in_eval_mode(default_models):
+    model = default_models["mnv4_conv_s"].eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 224, 224)).shape == (1, 1000)
 
 
-def test_mqa_has_one_shared_key_and_value_head():
-    block = students.create_model("mnv4_hybrid_l").blocks[2][7]
+def test_mqa_has_one_shared_key_and_value_head(default_models):
+    block = default_models["mnv4_hybrid_l"].blocks[2][7]
     attn = block.attn
     assert isinstance(attn, MultiQueryAttention)
     assert attn.query.proj.weight.shape == (8 * 48, 192, 1, 1)
@@ -208,7 +213,7 @@ def test_unknown_keyword_is_an_error_not_ignored():
     "shape, fragment",
     [((3, 224, 224), r"\[B, 3, H, W\].*\(3, 224, 224\)"), ((1, 1, 64, 64), r"\(1, 1, 64, 64\)")],
 )
-def test_malformed_input_names_the_expected_shape(shape, fragment):
-    model = students.create_model("mnv4_conv_s").eval()
+def test_malformed_input_names_the_expected_shape(shape, fragment, default_models):
+    model = default_models["mnv4_conv_s"].eval()
     with pytest.raises(ValueError, match=fragment):
         model(torch.randn(*shape))

@@ -79,7 +79,9 @@ def digit_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def project_teacher(tmp_path_factory) -> Path:
-    """A 10-class ``timm:resnet10t`` teacher checkpoint written by this project (no hub)."""
+    """A 10-class ``timm:resnet10t`` teacher checkpoint written by this project (no hub), taking
+    the folders' 32-px digits as they are (as a digits teacher trained at 32 px does)."""
     from tests.helpers import save_random_teacher
 
-    return save_random_teacher(tmp_path_factory.mktemp("project_teacher") / "digits10.safetensors")
+    path = tmp_path_factory.mktemp("project_teacher") / "digits10.safetensors"
+    return save_random_teacher(path, input_size=32)
