@@ -104,12 +104,9 @@ def test_qat_learns_and_lowers_to_executorch(batches, lowered):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="known mismatch, open: on this round's views the XNNPACK int8 program's logits "
-    "correlate 0.65 with the converted reference graph's (0.72 on 16 views; 0.44 after 48 "
-    "steps), more than rounding explains",
-)
+# an earlier tiny cache (its teacher at 176 px) gave views on which the XNNPACK int8 program's
+# logits correlated only 0.65 with the reference graph's (an xfail); on the 32-px cache they
+# match within these bounds: the mismatch depends on the views and is not understood
 def test_qat_executorch_logits_match_the_converted_graph(lowered):
     _, expected, got = lowered
     # XNNPACK's int8 kernels round differently from the reference q/dq graph, and 16 steps
