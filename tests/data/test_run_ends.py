@@ -199,7 +199,7 @@ def test_fewer_validation_samples_than_ranks_is_refused_up_front(tmp_path):
 
 
 DDP_RUN = """
-    import json, sys
+    import json, os, sys
     from pathlib import Path
     import lightning as L, torch, torch.nn.functional as F
     from lightning.pytorch.strategies import DDPStrategy
@@ -232,7 +232,9 @@ DDP_RUN = """
                             enable_progress_bar=False, enable_model_summary=False,
                             num_sanity_val_steps=0)
         trainer.fit(Probe(out), datamodule=dm)
-        print("FIT DONE", trainer.global_rank)
+        # one write(2) of a short line: the two ranks share the pipe, and print's pieces
+        # interleaved (FIT DONE, FIT DONE 1, then rank 0's number)
+        os.write(1, f"FIT DONE {trainer.global_rank}\\n".encode())
 """
 
 
