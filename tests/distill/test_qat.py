@@ -104,9 +104,9 @@ def test_qat_learns_and_lowers_to_executorch(batches, lowered):
 
 
 @pytest.mark.slow
-# an earlier tiny cache (its teacher at 176 px) gave views on which the XNNPACK int8 program's
-# logits correlated only 0.65 with the reference graph's (an xfail); on the 32-px cache they
-# match within these bounds: the mismatch depends on the views and is not understood
+# was a strict xfail (logits correlating 0.65 with the reference graph's on an earlier install's
+# views); on the 2026-12-04 install it passes with the tiny cache's teacher at 176 px and at
+# 32 px alike: the earlier mismatch is not understood, and this test catches its return
 def test_qat_executorch_logits_match_the_converted_graph(lowered):
     _, expected, got = lowered
     # XNNPACK's int8 kernels round differently from the reference q/dq graph, and 16 steps
