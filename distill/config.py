@@ -44,18 +44,19 @@ MODES = get_args(Mode)
 LIVE_TEACHER_MODES = ("online", "hybrid")  # the teacher runs in the training step
 
 
-def _unset(value: Any) -> bool:
+def is_unset(value: Any) -> bool:
     """``MISSING`` (the schema's own instance, before the YAML fills it)."""
     return isinstance(value, str) and value == MISSING
 
 
-def _positive_int(value: Any) -> bool:
+def is_positive_int(value: Any) -> bool:
+    """An ``int`` above 0 (``bool`` is not one)."""
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _require(key: str, value: Any, ok: bool, expected: str) -> None:
     """``ValueError`` naming ``key`` unless ``ok`` (or the value is not set yet)."""
-    if not ok and not _unset(value):
+    if not ok and not is_unset(value):
         raise ValueError(f"{key} must be {expected}, got {value!r}")
 
 
@@ -67,7 +68,7 @@ def _choice(key: str, value: Any, allowed: Any) -> None:
 
 def _weights(key: str, sets: Any) -> None:
     """Set weights: numbers >= 0 (0 drops a set)."""
-    if _unset(sets):
+    if is_unset(sets):
         return
     bad = {k: w for k, w in (sets or {}).items() if not (isinstance(w, int | float) and w >= 0)}
     if bad:
@@ -93,7 +94,7 @@ class LossConfig:
     dist_gamma: float | None = None  # DIST: intra-class weight
 
     def __post_init__(self) -> None:
-        if _unset(self.kind):
+        if is_unset(self.kind):
             return
         from distill.losses import KINDS, kd_params
 
@@ -175,14 +176,20 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _require(
-            "data.batch_size", self.batch_size, _positive_int(self.batch_size), "a positive integer"
+            "data.batch_size",
+            self.batch_size,
+            is_positive_int(self.batch_size),
+            "a positive integer",
         )
         w = self.num_workers
         ok = isinstance(w, int) and not isinstance(w, bool) and w >= 0
         _require("data.num_workers", w, ok, "an integer >= 0")
         n = self.samples_per_epoch
         _require(
-            "data.samples_per_epoch", n, n is None or _positive_int(n), "null or a positive integer"
+            "data.samples_per_epoch",
+            n,
+            n is None or is_positive_int(n),
+            "null or a positive integer",
         )
         _choice("data.decode", self.decode, Decode)
         _weights("data.train_sets", self.train_sets)
@@ -247,11 +254,11 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         steps, epochs = self.max_steps, self.max_epochs
-        ok = _positive_int(steps) or steps == -1
+        ok = is_positive_int(steps) or steps == -1
         _require(
             "trainer.max_steps", steps, ok, "a positive integer (or -1 with trainer.max_epochs)"
         )
-        if steps == -1 and not _unset(epochs) and not _positive_int(epochs):
+        if steps == -1 and not is_unset(epochs) and not is_positive_int(epochs):
             raise ValueError(
                 "trainer.max_steps=-1 needs trainer.max_epochs set to a positive integer"
             )

@@ -19,7 +19,7 @@ from typing import Any, Literal, get_args
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from distill.config import TrainConfig
+from distill.config import TrainConfig, is_positive_int, is_unset
 
 # OmegaConf 2.3 refuses ``Literal`` annotations: the fields are ``str`` and ``__post_init__``
 # checks them against these types.
@@ -30,22 +30,13 @@ Runtime = Literal["onnx", "executorch", "litert"]
 Precision = Literal["fp32", "int8"]
 
 
-def _unset(value: Any) -> bool:
-    """``MISSING`` (the schema's own instance, before the YAML fills it)."""
-    return isinstance(value, str) and value == MISSING
-
-
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
 def _check(key: str, value: Any, ok: bool, expected: str) -> None:
     """``ValueError`` naming ``key`` unless ``ok`` (or the value is not set yet)."""
-    if not ok and not _unset(value):
+    if not ok and not is_unset(value):
         raise ValueError(f"{key}={value!r} is not valid: {expected} (see conf/search.yaml)")
 
 
@@ -103,7 +94,7 @@ class FineConfig:
 
 
 def _stage_checks(prefix: str, steps: Any, warmup_fraction: Any) -> None:
-    _check(f"{prefix}.steps", steps, _positive_int(steps), "a positive integer")
+    _check(f"{prefix}.steps", steps, is_positive_int(steps), "a positive integer")
     ok = _number(warmup_fraction) and 0 <= warmup_fraction < 1
     _check(f"{prefix}.warmup_fraction", warmup_fraction, ok, "in [0, 1)")
 
@@ -135,7 +126,7 @@ class TargetConfig:
         s, ms = self.scale, self.ms
         _check("nas.target.scale", s, _number(s) and s > 0, "a positive number")
         _check("nas.target.ms", ms, ms is None or (_number(ms) and ms > 0), "null or > 0")
-        if ms is not None or _unset(self.student):
+        if ms is not None or is_unset(self.student):
             return
         import students
 
@@ -161,7 +152,7 @@ class LatencyConfig:
         _choice("nas.latency.precision", self.precision, Precision)
         for key in ("threads", "rounds", "calibration_networks"):
             value = getattr(self, key)
-            _check(f"nas.latency.{key}", value, _positive_int(value), "a positive integer")
+            _check(f"nas.latency.{key}", value, is_positive_int(value), "a positive integer")
         q = self.quantile
         _check("nas.latency.quantile", q, _number(q) and 0 <= q <= 1, "in [0, 1]")
 
@@ -185,13 +176,13 @@ class NasConfig:
 
     def __post_init__(self) -> None:
         r = self.resolution
-        _check("nas.resolution", r, r is None or _positive_int(r), "null or a positive integer")
+        _check("nas.resolution", r, r is None or is_positive_int(r), "null or a positive integer")
         _choice("nas.stages", self.stages, Stages)
-        _check("nas.reward_batch", self.reward_batch, _positive_int(self.reward_batch), "> 0")
+        _check("nas.reward_batch", self.reward_batch, is_positive_int(self.reward_batch), "> 0")
         h = self.heldout_fraction
         _check("nas.heldout_fraction", h, _number(h) and 0 < h < 1, "in (0, 1)")
         every = self.checkpoint_every
-        _check("nas.checkpoint_every", every, _positive_int(every), "a positive integer")
+        _check("nas.checkpoint_every", every, is_positive_int(every), "a positive integer")
 
 
 def _key_error(e: OmegaConfBaseException) -> ValueError:
