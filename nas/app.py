@@ -247,6 +247,7 @@ def stage_settings(n: NasConfig, stage: CoarseConfig | FineConfig, t0: float) ->
         reward=ctl.reward,
         beta=ctl.beta,
         target_ms=t0,
+        choice=n.choice,
     )
 
 
@@ -375,6 +376,7 @@ def _search(stage, ctx, model, settings, results, rank, world, init=None) -> Arc
         "arch": result.arch.describe(),
         "predicted_ms": round(model.predict(stage.space, result.arch), 4),
         "quality": None if result.quality is None else round(result.quality, 4),
+        "choice": result.chosen.record(settings.choice),
         "steps": result.steps,
         "wall_s": result.wall_s,
         "decisions": {

@@ -28,6 +28,7 @@ Stages = Literal["two", "one"]  # two: the paper's coarse then fine | one: both 
 Reward = Literal["abs", "mnas", "mnas_hard"]
 Runtime = Literal["onnx", "executorch", "litert"]
 Precision = Literal["fp32", "int8"]
+ChoiceRule = Literal["in_band", "argmax"]  # nas/choice.py
 
 
 def _number(value: Any) -> bool:
@@ -158,6 +159,23 @@ class LatencyConfig:
 
 
 @dataclass
+class ChoiceConfig:
+    """How a stage's controller becomes one network (nas/choice.py): ``in_band``, the most
+    probable of ``samples`` draws within ``band`` of T0, or TuNAS's per-decision ``argmax``."""
+
+    rule: str = MISSING  # ChoiceRule: in_band | argmax
+    band: float = MISSING
+    samples: int = MISSING
+
+    def __post_init__(self) -> None:
+        _choice("nas.choice.rule", self.rule, ChoiceRule)
+        b = self.band
+        _check("nas.choice.band", b, _number(b) and 0 <= b < 1, "in [0, 1)")
+        n = self.samples
+        _check("nas.choice.samples", n, is_positive_int(n), "a positive integer")
+
+
+@dataclass
 class NasConfig:
     space: SpaceConfig = MISSING  # a preset chooses it (conf/nas/space/)
     resolution: int | None = MISSING  # null: the data's image_size
@@ -166,6 +184,7 @@ class NasConfig:
     fine: FineConfig = field(default_factory=FineConfig)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     target: TargetConfig = field(default_factory=TargetConfig)
+    choice: ChoiceConfig = field(default_factory=ChoiceConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     reward_batch: int = MISSING
     heldout_fraction: float = MISSING

@@ -40,6 +40,8 @@ from common.schedule import warmup_cosine
 from distill.config import LossConfig, OptimizerConfig, ScheduleConfig, TrainConfig
 from distill.logs import keep_rows_until
 from distill.losses import kd_loss, kd_params, soften
+from nas.choice import Chosen, choose
+from nas.config import ChoiceConfig
 from nas.controller import Controller, reward
 from nas.data import HeldOutPool, split_batch
 from nas.paths import path_of
@@ -66,6 +68,7 @@ class StageSettings:
     reward: str
     beta: float
     target_ms: float
+    choice: ChoiceConfig
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,7 @@ class StageResult:
     steps: int
     wall_s: float
     quality: float | None  # the chosen point's, through the final shared weights
+    chosen: Chosen  # how the controller's distribution became ``arch`` (nas/choice.py)
 
 
 def inherit(net: SuperNet, state: dict[str, torch.Tensor]) -> int:
@@ -404,10 +408,25 @@ def run_stage(
         if done % settings.checkpoint_every == 0 or done == settings.steps:
             save(done, wall_before + time.perf_counter() - started)
     wall = wall_before + time.perf_counter() - started
-    best = stage.arch(controller.argmax())
+    chosen = choose(
+        controller, stage, ctx.latency, settings.target_ms, settings.choice, seed * 1000 + 999
+    )
+    best = chosen.arch
     q = quality(net, pool, best, normalize) if len(pool) else None
-    log.info("%s stage: %s (%.0f s)", stage.name, best.describe(), wall)
-    return StageResult(best, controller.probabilities(), settings.steps, round(wall, 1), q)
+    log.info(
+        "%s stage: %s, predicted %.3f ms (%s of %d candidates in the band; argmax %s, %.3f ms) "
+        "(%.0f s)",
+        stage.name,
+        best.describe(),
+        chosen.predicted_ms,
+        chosen.in_band,
+        chosen.candidates,
+        chosen.argmax.describe(),
+        chosen.argmax_ms,
+        wall,
+    )
+    probabilities = controller.probabilities()
+    return StageResult(best, probabilities, settings.steps, round(wall, 1), q, chosen)
 
 
 def _flat_state(rng: random.Random) -> list[int]:

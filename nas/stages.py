@@ -5,8 +5,8 @@
 - *Fine*: on the coarse result (its widths and depths fixed), each UIB block's start DW and
   middle DW (absent, 3x3, 5x5) and, when given more than one, its expansion (the paper: 4).
 
-The paper does not say how stage 1 feeds stage 2; the fine stage takes the coarse controller's
-most likely choices. ``StageSearch(widths=True, blocks=True)`` is the one-stage search of
+The paper does not say how stage 1 feeds stage 2; the fine stage takes the coarse stage's
+result (nas/choice.py: its controller's most probable network near the target). ``StageSearch(widths=True, blocks=True)`` is the one-stage search of
 the paper's Tab. 4 baseline.
 """
 

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 
 from distill.config import TrainConfig
 from nas.app import make_loader_factory, space_from_config
-from nas.config import search_config
+from nas.config import ChoiceConfig, search_config
 from nas.search import Context, StageSettings, SupernetTraining, load_checkpoint, run_stage
 from nas.space import arch_to_spec
 from nas.stages import coarse_stage
@@ -46,7 +46,9 @@ def _run(c: TrainConfig, out, kill_at: int | None = None) -> list[dict]:
         lambda arch: sum(1 for s in arch_to_spec(space, arch).stages for _ in s) * 0.1,
         out,
     )
-    settings = StageSettings(6, 0.25, 16, 0.2, 2, 0.05, 10.0, 0.95, "abs", -0.1, 1.0)
+    settings = StageSettings(
+        6, 0.25, 16, 0.2, 2, 0.05, 10.0, 0.95, "abs", -0.1, 1.0, ChoiceConfig("in_band", 0.1, 64)
+    )
     rows = []
 
     def on_step(step: int, row: dict) -> None:
