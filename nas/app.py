@@ -2,8 +2,9 @@
 
 1. ``start``: check the command line (a preset, known keys, values) and the runtime;
 2. build the distillation data if missing (``python -m distill``'s own step);
-3. the latency model: calibrate the constant and measure the target T0 in one round-robin,
-   refuse a target below the smallest architecture of the space;
+3. the latency model: time every block the search can use, the calibration networks and the
+   target student in one round-robin, fit the constant, take T0 in the model's units, refuse a
+   target below the smallest architecture of the space;
 4. the coarse stage, then the fine stage on its result (``nas.stages=one``: one stage of both);
 5. write ``searched.yaml`` (a spec file: ``python -m distill student=searched
    student.spec_file=...``) and ``nas.json``, the chosen architecture timed end to end beside
@@ -153,8 +154,8 @@ class LatencyModel:
     def spec(self, space: SearchSpace, arch: Arch):
         return arch_to_spec(space, arch)
 
-    def measure_stage(self, stage: StageSearch) -> int:
-        """Measure every block the stage can sample, in one round-robin."""
+    def stage_blocks(self, stage: StageSearch) -> list[BlockKey]:
+        """Every block the stage can sample, the head included."""
         act = stage.space.act
         keys = [BlockKey(row, c_in, size, act) for row, c_in, size in stage.sampled_rows()]
         head = BlockKey(
@@ -163,7 +164,11 @@ class LatencyModel:
             keys[-1].size,
             act,
         )
-        return self.table.measure_blocks([*keys, head])
+        return [*keys, head]
+
+    def measure_stage(self, stage: StageSearch) -> int:
+        """Measure the blocks of the stage the table lacks, in one round-robin."""
+        return self.table.measure_blocks(self.stage_blocks(stage))
 
     def predict(self, space: SearchSpace, arch: Arch) -> float:
         if arch not in self._cache:
@@ -188,12 +193,27 @@ def smallest_arch(space: SearchSpace, expansions: tuple[float, ...]) -> Arch:
     return Arch(min(space.stem_widths), tuple(stages))
 
 
+def search_blocks(model: LatencyModel, space: SearchSpace, n: NasConfig) -> list[BlockKey]:
+    """Every block either stage can sample, whatever the coarse result (the one-stage search
+    of the same choices spans them all), and those of the smallest point."""
+    expansions = tuple(float(e) for e in n.fine.expansions)
+    block = BlockChoice(0, int(n.coarse.kernel), float(n.coarse.expansion))
+    one = StageSearch("one", space, widths=True, blocks=True, expansions=expansions)
+    small = arch_to_spec(space, smallest_arch(space, expansions))
+    keys = model.stage_blocks(one) + model.stage_blocks(coarse_stage(space, block))
+    return keys + network_blocks(small, model.resolution, model.num_classes)
+
+
 def target_ms(
     n: NasConfig, seed: int, model: LatencyModel, space: SearchSpace, rank: int, world: int
 ) -> dict:
-    """Fit the latency constant on random points and time the target student beside them
-    (rank 0; the others read the table it saved): T0 and how it was obtained (``nas.json``'s
-    ``target``)."""
+    """Fit the latency constant on random points, with every block the search can use and the
+    target student timed in the same round-robin (rank 0; the others read the table it saved):
+    T0 and how it was obtained (``nas.json``'s ``target``).
+
+    A student's T0 is ``scale`` x the model's prediction of that student, not its measured time:
+    the search steers by predictions, and a target in the model's own units carries none of the
+    error of a constant fitted on a few networks (the measured time is recorded beside it)."""
     t, lat = n.target, n.latency
     rng = random.Random(f"{seed}/calibration")
     calibration = [
@@ -202,9 +222,22 @@ def target_ms(
     also = [] if t.ms is not None else [students.get_spec(t.student)]
     info: dict = {}
     if rank == 0:
-        timed = model.table.calibrate(calibration, model.resolution, model.num_classes, also)
+        timed = model.table.calibrate(
+            calibration,
+            model.resolution,
+            model.num_classes,
+            also,
+            blocks=search_blocks(model, space, n),
+            remeasure=lat.remeasure,
+        )
         if also:
-            info = {"student": t.student, "student_ms": round(timed[0].ms, 4), "scale": t.scale}
+            predicted = model.table.predict(also[0], model.resolution, model.num_classes)
+            info = {
+                "student": t.student,
+                "student_ms": round(timed[0].ms, 4),
+                "student_predicted_ms": round(predicted, 4),
+                "scale": t.scale,
+            }
         (model.table.path.parent).mkdir(parents=True, exist_ok=True)
     _barrier(world)
     if rank != 0:
@@ -213,7 +246,7 @@ def target_ms(
         box = [info]
         dist.broadcast_object_list(box, src=0)
         info = box[0]
-    ms = t.ms if t.ms is not None else t.scale * info["student_ms"]
+    ms = t.ms if t.ms is not None else t.scale * info["student_predicted_ms"]
     return {"ms": float(ms), **info}
 
 

@@ -147,6 +147,7 @@ class LatencyConfig:
     quantile: float = MISSING
     calibration_networks: int = MISSING
     cache_dir: str = MISSING
+    remeasure: bool = MISSING  # every block the search uses, anew, beside the target
 
     def __post_init__(self) -> None:
         _choice("nas.latency.runtime", self.runtime, Runtime)

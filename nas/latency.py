@@ -362,14 +362,30 @@ class LatencyTable:
         }
         write_json(self.path, data, indent=1)
 
-    def measure_blocks(self, keys: Iterable[BlockKey]) -> int:
-        """Measure the keys not in the table yet, in one round-robin (pass every block a search
-        stage can use at once: the longer the round, the colder each block's weights, as in a
-        whole network), and save; returns how many were measured."""
-        todo = {k.text(): k for k in keys if k.text() not in self.blocks}
-        if not todo:
-            return 0
-        log.info("measuring %d blocks on %s", len(todo), self.setup.describe())
+    def measure_blocks(self, keys: Iterable[BlockKey], remeasure: bool = False) -> int:
+        """Measure the keys not in the table yet (``remeasure``: all of them), in one
+        round-robin (pass every block a search stage can use at once: the longer the round, the
+        colder each block's weights, as in a whole network), and save; returns how many were
+        measured."""
+        return self._round_robin(keys, [], 0, 0, remeasure)[0]
+
+    def _round_robin(
+        self,
+        keys: Iterable[BlockKey],
+        specs: list[ModelSpec],
+        resolution: int,
+        num_classes: int,
+        remeasure: bool,
+    ) -> tuple[int, list[Timing]]:
+        """Blocks (those not in the table, or all with ``remeasure``) and whole networks timed
+        in the same rounds, so that both see the same machine: on a shared VM its speed drifts
+        by half within seconds, and a table assembled from separate measurements mixes
+        speeds. Returns how many blocks were measured and the networks' timings."""
+        todo = {k.text(): k for k in keys if remeasure or k.text() not in self.blocks}
+        if not todo and not specs:
+            return 0, []
+        what = f"{len(todo)} blocks" + (f" and {len(specs)} networks" if specs else "")
+        log.info("measuring %s on %s", what, self.setup.describe())
         start = time.perf_counter()
         torch.manual_seed(0)
         with tempfile.TemporaryDirectory() as tmp:
@@ -382,14 +398,24 @@ class LatencyTable:
                 null_of[text] = null_text(key)
                 if null_of[text] not in calls:
                     calls[null_of[text]] = load(_Null(), x)
-            times = time_calls(calls, self.rounds, self.setup.threads)
+            if specs:
+                x = torch.randn(1, 3, resolution, resolution)
+                for i, spec in enumerate(specs):
+                    model = MobileNetV4(spec, num_classes=num_classes, channels_last=False)
+                    calls[f"network{i}"] = load(model, x)
+            times = time_calls(calls, self.rounds, self.setup.threads, seed=1)
         self.samples.update(times)
         ms = {k: quantile(v, self.quantile) for k, v in times.items()}
         for text in todo:
             self.blocks[text] = round(ms[text] - ms[null_of[text]], 5)
-        self.save()
-        log.info("measured %d blocks in %.0f s", len(todo), time.perf_counter() - start)
-        return len(todo)
+        if todo:
+            self.save()
+        timed = [
+            Timing(ms[f"network{i}"], float(np.median(times[f"network{i}"])))
+            for i in range(len(specs))
+        ]
+        log.info("measured %s in %.0f s", what, time.perf_counter() - start)
+        return len(todo), timed
 
     def block_sum(self, spec: ModelSpec, resolution: int, num_classes: int) -> float:
         """Sum of the spec's measured blocks (``KeyError`` naming a block not measured)."""
@@ -420,19 +446,7 @@ class LatencyTable:
         self, specs: list[ModelSpec], resolution: int, num_classes: int
     ) -> list[Timing]:
         """Whole students timed end to end in one round-robin."""
-        torch.manual_seed(0)
-        x = torch.randn(1, 3, resolution, resolution)
-        with tempfile.TemporaryDirectory() as tmp:
-            load = Loader(self.setup, Path(tmp))
-            calls = {}
-            for i, spec in enumerate(specs):
-                model = MobileNetV4(spec, num_classes=num_classes, channels_last=False)
-                calls[str(i)] = load(model, x)
-            times = time_calls(calls, self.rounds, self.setup.threads, seed=1)
-        return [
-            Timing(quantile(times[str(i)], self.quantile), statistics.median(times[str(i)]))
-            for i in range(len(specs))
-        ]
+        return self._round_robin([], specs, resolution, num_classes, False)[1]
 
     def calibrate(
         self,
@@ -440,16 +454,21 @@ class LatencyTable:
         resolution: int,
         num_classes: int,
         also: list[ModelSpec] = (),
+        blocks: Iterable[BlockKey] = (),
+        remeasure: bool = False,
     ) -> list[Timing]:
         """Fit the constant: the median of (end to end - block sum) over ``calibration``
-        networks; ``also`` are timed in the same round-robin (a target measured under the same
-        load as the constant), their timings returned."""
-        self.measure_blocks(
-            k
-            for spec in [*calibration, *also]
-            for k in network_blocks(spec, resolution, num_classes)
+        networks. Their blocks, ``blocks`` (those a search will use) and the ``also`` networks
+        (a target) are timed in the same round-robin (with ``remeasure`` every block anew, not
+        only those missing), so that the constant, the blocks and the target see one machine;
+        returns the ``also`` timings."""
+        keys = [*blocks]
+        keys += [
+            k for s in [*calibration, *also] for k in network_blocks(s, resolution, num_classes)
+        ]
+        _, timed = self._round_robin(
+            keys, [*calibration, *also], resolution, num_classes, remeasure
         )
-        timed = self.measure_networks([*calibration, *also], resolution, num_classes)
         cal = timed[: len(calibration)]
         sums = [self.block_sum(s, resolution, num_classes) for s in calibration]
         c = statistics.median(t.ms - s for t, s in zip(cal, sums, strict=True))

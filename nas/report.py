@@ -2,9 +2,9 @@
 
 Left: every architecture the controller sampled after the warm-up, quality (agreement with the
 teacher on held-out training samples, through the SuperNet's shared weights) against predicted
-latency, by stage, each stage's result (a star: its most likely architecture, through the final
-shared weights), the target T0 and the chosen architecture's latency. Right: the controller's
-probability of each decision's final choice over the steps, and the reward's moving average.
+latency, by stage, each stage's result (a star, through the final shared weights; nas/choice.py),
+the target T0 with the band the result is chosen in, and the chosen architecture's latency.
+Right: the controller's probability of each decision's most likely option over the steps.
 """
 
 from __future__ import annotations
@@ -71,6 +71,10 @@ def write_report(out: Path, summary: dict) -> Path:
         lw=1,
         label=f"target {summary['target_ms']:.3f} ms",
     )
+    choice = summary["nas"]["choice"]
+    if choice["rule"] == "in_band":
+        t0, band = summary["target_ms"], choice["band"]
+        ax.axvspan(t0 * (1 - band), t0 * (1 + band), color="k", alpha=0.06, label="band")
     ax.axvline(
         summary["predicted_ms"],
         color="tab:red",
@@ -84,7 +88,7 @@ def write_report(out: Path, summary: dict) -> Path:
     ax.legend(fontsize=8)
     ax.set_title("sampled architectures")
     bx.set_xlabel("step (per stage)")
-    bx.set_ylabel("probability of the final choice")
+    bx.set_ylabel("probability of the most likely option")
     bx.set_title("controller, one line per decision")
     fig.tight_layout()
     png = out / "report.png"

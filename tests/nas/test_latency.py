@@ -108,3 +108,24 @@ def test_a_target_below_the_smallest_architecture_is_refused(tmp_path, tiny_spac
     assert "\n" not in str(info.value)
     least = check_target(model, tiny_space, (4.0,), 1e6)
     assert least > 0
+
+
+def test_remeasure_times_cached_blocks_again_beside_the_networks(tmp_path, tiny_space):
+    """A block a run needs is timed in the calibration's round-robin, not read from a table an
+    earlier run (another machine speed) left: a stale value does not survive ``remeasure``."""
+    stage = coarse_stage(tiny_space)
+    spec = arch_to_spec(tiny_space, stage.arch([0] * len(stage.decisions)))
+    _table(tmp_path).measure_blocks(KEYS)
+    data = json.loads((tmp_path / "onnx-fp32-1t.json").read_text())
+    stale = KEYS[1].text()
+    data["blocks"][stale] = 99.0  # what a much slower machine would have left
+    (tmp_path / "onnx-fp32-1t.json").write_text(json.dumps(data))
+
+    kept = _table(tmp_path)
+    kept.calibrate([spec], 32, 10, blocks=KEYS, remeasure=False)
+    assert kept.blocks[stale] == 99.0  # reused as cached
+    again = _table(tmp_path)
+    again.calibrate([spec], 32, 10, blocks=KEYS, remeasure=True)
+    assert 0 <= again.blocks[stale] < 1.0
+    assert len(again.samples[stale]) == len(again.samples[network_blocks(spec, 32, 10)[0].text()])
+    assert json.loads((tmp_path / "onnx-fp32-1t.json").read_text())["blocks"][stale] < 1.0
