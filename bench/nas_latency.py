@@ -4,8 +4,8 @@ Setup: the digits preset's target, ONNX Runtime fp32 with 1 thread at 32 px, 10 
 table in a temporary cache. Networks: the five MNv4 students (the hybrids' attention blocks are
 blocks of the table like any other) and ``RANDOM`` random points of the digits space
 (conf/nas/space/conv_s.yaml); the constant is fitted on ``CALIBRATION`` other random points.
-Every block of every network is timed in one round-robin, then every network end to end in
-another; each figure is the 20th percentile of the rounds of the calling thread's CPU time
+Every block of every network and every network end to end are timed in one round-robin, as a
+search times them (``nas.latency.remeasure``); each figure is the 20th percentile of the rounds of the calling thread's CPU time
 (nas/latency.py), the median-based figures beside it. Rows: predicted, measured, error;
 ``mape_pct`` is the mean absolute percentage error over all rows.
 """
@@ -67,8 +67,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as cache:
         table = LatencyTable(cache, Setup("onnx"), rounds=rounds)
         specs = calibration + [s for _, _, s in named]
-        table.measure_blocks(k for s in specs for k in network_blocks(s, RESOLUTION, CLASSES))
-        timed = table.measure_networks(specs, RESOLUTION, CLASSES)
+        # blocks and networks in the same rounds, as a search measures them (the VM's speed
+        # drifts between separate round-robins)
+        keys = [k for s in specs for k in network_blocks(s, RESOLUTION, CLASSES)]
+        _, timed = table.measure(keys, specs, RESOLUTION, CLASSES)
     cal, checked = timed[:n_cal], timed[n_cal:]
     constant = statistics.median(
         t.ms - table.block_sum(s, RESOLUTION, CLASSES)

@@ -367,15 +367,15 @@ class LatencyTable:
         round-robin (pass every block a search stage can use at once: the longer the round, the
         colder each block's weights, as in a whole network), and save; returns how many were
         measured."""
-        return self._round_robin(keys, [], 0, 0, remeasure)[0]
+        return self.measure(keys, [], 0, 0, remeasure)[0]
 
-    def _round_robin(
+    def measure(
         self,
         keys: Iterable[BlockKey],
         specs: list[ModelSpec],
         resolution: int,
         num_classes: int,
-        remeasure: bool,
+        remeasure: bool = False,
     ) -> tuple[int, list[Timing]]:
         """Blocks (those not in the table, or all with ``remeasure``) and whole networks timed
         in the same rounds, so that both see the same machine: on a shared VM its speed drifts
@@ -446,7 +446,7 @@ class LatencyTable:
         self, specs: list[ModelSpec], resolution: int, num_classes: int
     ) -> list[Timing]:
         """Whole students timed end to end in one round-robin."""
-        return self._round_robin([], specs, resolution, num_classes, False)[1]
+        return self.measure([], specs, resolution, num_classes, False)[1]
 
     def calibrate(
         self,
@@ -466,9 +466,7 @@ class LatencyTable:
         keys += [
             k for s in [*calibration, *also] for k in network_blocks(s, resolution, num_classes)
         ]
-        _, timed = self._round_robin(
-            keys, [*calibration, *also], resolution, num_classes, remeasure
-        )
+        _, timed = self.measure(keys, [*calibration, *also], resolution, num_classes, remeasure)
         cal = timed[: len(calibration)]
         sums = [self.block_sum(s, resolution, num_classes) for s in calibration]
         c = statistics.median(t.ms - s for t, s in zip(cal, sums, strict=True))
