@@ -65,6 +65,10 @@ def test_bad_values_name_the_key(tmp_path):
         ("nas.space.stages.0.kind=conv", r"nas.space.stages.kind='conv' is not valid"),
         ("nas.fine.steps=???", r"nas.fine.steps must be set \(a preset sets it"),
         ("mode=online", r"mode='online' is not valid"),
+        ("nas.choice.rule=best", r"nas.choice.rule='best' is not valid: one of in_band, argmax"),
+        ("nas.choice.band=1.5", r"nas.choice.band=1.5 is not valid: in \[0, 1\)"),
+        ("nas.choice.samples=0", r"nas.choice.samples=0 is not valid: a positive integer"),
+        ("nas.latency.remeasure=maybe", r"nas.latency.remeasure: Value 'maybe'"),
     ],
 )
 def test_each_bad_value_is_one_line_naming_its_key(override, named, tmp_path):
