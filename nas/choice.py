@@ -67,8 +67,12 @@ def choose(
     def log_p(choices: list[int]) -> float:
         return float(controller.log_prob(choices, stage.active(choices)).detach())
 
+    def miss(ms: float) -> float:
+        return abs(ms / target_ms - 1)
+
     if rule.rule == "argmax":
-        return Chosen(top_arch, top_ms, log_p(top), 1, -1, top_arch, top_ms)
+        hit = int(miss(top_ms) <= rule.band + 1e-12)
+        return Chosen(top_arch, top_ms, log_p(top), 1, hit, top_arch, top_ms)
     generator = torch.Generator().manual_seed(seed)
     seen: dict[Arch, tuple[float, float]] = {top_arch: (log_p(top), top_ms)}
     with torch.no_grad():
@@ -77,10 +81,6 @@ def choose(
             arch = stage.arch(choices)
             if arch not in seen:
                 seen[arch] = (log_p(choices), latency(arch))
-
-    def miss(ms: float) -> float:
-        return abs(ms / target_ms - 1)
-
     in_band = [a for a, (_, ms) in seen.items() if miss(ms) <= rule.band + 1e-12]
     if in_band:
         best = max(in_band, key=lambda a: seen[a][0])

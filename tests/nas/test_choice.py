@@ -64,6 +64,7 @@ def test_the_argmax_rule_is_tunas(tiny_space):
     target = 0.6 * _cost(stage.arch(ctrl.argmax()))
     chosen = choose(ctrl, stage, _cost, target, ChoiceConfig("argmax", 0.1, 2048), seed=0)
     assert chosen.arch == stage.arch(ctrl.argmax())
+    assert (chosen.candidates, chosen.in_band) == (1, 0)  # the argmax is out of the band
 
 
 def test_a_collapsed_distribution_gives_its_network_under_both_rules(tiny_space):
