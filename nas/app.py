@@ -151,9 +151,6 @@ class LatencyModel:
         self.resolution, self.num_classes = resolution, num_classes
         self._cache: dict[Arch, float] = {}
 
-    def spec(self, space: SearchSpace, arch: Arch):
-        return arch_to_spec(space, arch)
-
     def stage_blocks(self, stage: StageSearch) -> list[BlockKey]:
         """Every block the stage can sample, the head included."""
         act = stage.space.act
@@ -193,14 +190,30 @@ def smallest_arch(space: SearchSpace, expansions: tuple[float, ...]) -> Arch:
     return Arch(min(space.stem_widths), tuple(stages))
 
 
+def coarse_block(cn: CoarseConfig) -> BlockChoice:
+    """The coarse stage's every UIB block: an IB of ``nas.coarse``'s expansion and kernel."""
+    return BlockChoice(0, int(cn.kernel), float(cn.expansion))
+
+
+def fine_expansions(fn: FineConfig) -> tuple[float, ...]:
+    """The expansions the fine stage searches per block."""
+    return tuple(float(e) for e in fn.expansions)
+
+
+def one_stage(space: SearchSpace, expansions: tuple[float, ...]) -> StageSearch:
+    """``nas.stages=one``: widths, depths and every block's choices at once (Tab. 4's
+    baseline); its blocks are every block either of the two stages can sample."""
+    return StageSearch("one", space, widths=True, blocks=True, expansions=expansions)
+
+
 def search_blocks(model: LatencyModel, space: SearchSpace, n: NasConfig) -> list[BlockKey]:
     """Every block either stage can sample, whatever the coarse result (the one-stage search
     of the same choices spans them all), and those of the smallest point."""
-    expansions = tuple(float(e) for e in n.fine.expansions)
-    block = BlockChoice(0, int(n.coarse.kernel), float(n.coarse.expansion))
-    one = StageSearch("one", space, widths=True, blocks=True, expansions=expansions)
+    expansions = fine_expansions(n.fine)
+    one = one_stage(space, expansions)
     small = arch_to_spec(space, smallest_arch(space, expansions))
-    keys = model.stage_blocks(one) + model.stage_blocks(coarse_stage(space, block))
+    coarse = coarse_stage(space, coarse_block(n.coarse))
+    keys = model.stage_blocks(one) + model.stage_blocks(coarse)
     return keys + network_blocks(small, model.resolution, model.num_classes)
 
 
@@ -331,8 +344,8 @@ def run(cfg: DictConfig) -> dict:
     model = LatencyModel(n.latency, resolution, dm.num_classes)  # 3.
     target = target_ms(n, c.seed, model, space, rank, world)
     t0 = target["ms"]
-    fine_expansions = tuple(float(e) for e in n.fine.expansions)
-    least = check_target(model, space, fine_expansions, t0)
+    expansions = fine_expansions(n.fine)
+    least = check_target(model, space, expansions, t0)
     log.info(
         "target T0 %.3f ms on %s at %d px (smallest point of the space: %.3f ms)",
         t0,
@@ -353,14 +366,12 @@ def run(cfg: DictConfig) -> dict:
     ctx.tracker = wandb_tracker(c, out) if rank == 0 else None
     results = {}
     if n.stages == "one":  # 4.
-        one = StageSearch("one", space, widths=True, blocks=True, expansions=fine_expansions)
+        one = one_stage(space, expansions)
         chosen = _search(one, ctx, model, stage_settings(n, n.coarse, t0), results, rank, world)
     else:
-        cn = n.coarse
-        block = BlockChoice(0, int(cn.kernel), float(cn.expansion))
-        coarse = coarse_stage(space, block)
-        best = _search(coarse, ctx, model, stage_settings(n, cn, t0), results, rank, world)
-        fine = fine_stage(space, best, fine_expansions)
+        coarse = coarse_stage(space, coarse_block(n.coarse))
+        best = _search(coarse, ctx, model, stage_settings(n, n.coarse, t0), results, rank, world)
+        fine = fine_stage(space, best, expansions)
         init = supernet_weights(out, "coarse")
         chosen = _search(
             fine, ctx, model, stage_settings(n, n.fine, t0), results, rank, world, init

@@ -63,9 +63,12 @@ def choose(
     top = controller.argmax()
     top_arch = stage.arch(top)
     top_ms = latency(top_arch)
+    tables = controller.log_probabilities()
 
     def log_p(choices: list[int]) -> float:
-        return float(controller.log_prob(choices, stage.active(choices)).detach())
+        """The network's probability: the decisions it uses (``Controller.log_prob``)."""
+        on = stage.active(choices)
+        return sum(t[c] for t, c, a in zip(tables, choices, on, strict=True) if a)
 
     def miss(ms: float) -> float:
         return abs(ms / target_ms - 1)
@@ -75,12 +78,10 @@ def choose(
         return Chosen(top_arch, top_ms, log_p(top), 1, hit, top_arch, top_ms)
     generator = torch.Generator().manual_seed(seed)
     seen: dict[Arch, tuple[float, float]] = {top_arch: (log_p(top), top_ms)}
-    with torch.no_grad():
-        for _ in range(rule.samples):
-            choices = controller.sample(generator)
-            arch = stage.arch(choices)
-            if arch not in seen:
-                seen[arch] = (log_p(choices), latency(arch))
+    for choices in controller.sample_many(generator, rule.samples):
+        arch = stage.arch(choices)
+        if arch not in seen:
+            seen[arch] = (log_p(choices), latency(arch))
     in_band = [a for a, (_, ms) in seen.items() if miss(ms) <= rule.band + 1e-12]
     if in_band:
         best = max(in_band, key=lambda a: seen[a][0])

@@ -117,7 +117,8 @@ class ControllerConfig:
 
 @dataclass
 class TargetConfig:
-    """T0: ``ms`` when set, else ``scale`` x the measured latency of ``student``."""
+    """T0: ``ms`` when set, else ``scale`` x the latency model's prediction of ``student``
+    (timed beside the blocks; nas/app.py ``target_ms``)."""
 
     student: str | None = MISSING
     scale: float = MISSING

@@ -83,6 +83,21 @@ class Controller(nn.Module):
                 for lg in self.logits
             ]
 
+    def sample_many(self, generator: torch.Generator, n: int) -> list[list[int]]:
+        """``n`` independent draws (one list of option indices each), one multinomial call per
+        decision rather than one per draw and decision."""
+        with torch.no_grad():
+            columns = [
+                torch.multinomial(torch.softmax(lg, 0), n, replacement=True, generator=generator)
+                for lg in self.logits
+            ]
+            return torch.stack(columns, 1).tolist()
+
+    def log_probabilities(self) -> list[list[float]]:
+        """Each decision's log-probabilities, as plain numbers (scoring many samples)."""
+        with torch.no_grad():
+            return [torch.log_softmax(lg, 0).tolist() for lg in self.logits]
+
     def log_prob(self, choices: list[int], active: list[bool]) -> torch.Tensor:
         terms = [
             torch.log_softmax(lg, 0)[c]

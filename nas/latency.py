@@ -362,12 +362,11 @@ class LatencyTable:
         }
         write_json(self.path, data, indent=1)
 
-    def measure_blocks(self, keys: Iterable[BlockKey], remeasure: bool = False) -> int:
-        """Measure the keys not in the table yet (``remeasure``: all of them), in one
-        round-robin (pass every block a search stage can use at once: the longer the round, the
-        colder each block's weights, as in a whole network), and save; returns how many were
-        measured."""
-        return self.measure(keys, [], 0, 0, remeasure)[0]
+    def measure_blocks(self, keys: Iterable[BlockKey]) -> int:
+        """Measure the keys not in the table yet, in one round-robin (pass every block a search
+        stage can use at once: the longer the round, the colder each block's weights, as in a
+        whole network), and save; returns how many were measured."""
+        return self.measure(keys, [], 0, 0)[0]
 
     def measure(
         self,
@@ -446,7 +445,7 @@ class LatencyTable:
         self, specs: list[ModelSpec], resolution: int, num_classes: int
     ) -> list[Timing]:
         """Whole students timed end to end in one round-robin."""
-        return self.measure([], specs, resolution, num_classes, False)[1]
+        return self.measure([], specs, resolution, num_classes)[1]
 
     def calibrate(
         self,

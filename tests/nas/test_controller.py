@@ -64,3 +64,20 @@ def test_the_absolute_reward():
     assert reward("mnas_hard", 0.8, 0.5, 1.0, -0.1) == pytest.approx(0.8)
     with pytest.raises(ValueError, match="reward must be one of"):
         reward("linear", 0.8, 1.0, 1.0, -0.1)
+
+
+def test_many_draws_at_once_follow_the_probabilities():
+    """``sample_many`` (the final choice's candidates) draws from the controller's distribution."""
+    ctrl = Controller([3, 2], lr=0.1, steps=10, warmup_steps=0)
+    with torch.no_grad():
+        ctrl.logits[0].copy_(torch.tensor([0.0, 1.0, 2.0]))
+        ctrl.logits[1].copy_(torch.tensor([1.0, -1.0]))
+    draws = ctrl.sample_many(torch.Generator().manual_seed(0), 20000)
+    assert len(draws) == 20000 and all(len(d) == 2 for d in draws)
+    for i, probs in enumerate(ctrl.probabilities()):
+        for option, p in enumerate(probs):
+            share = sum(d[i] == option for d in draws) / len(draws)
+            assert share == pytest.approx(p, abs=0.015)
+    tables = ctrl.log_probabilities()
+    lp = float(ctrl.log_prob([2, 0], [True, True]).detach())
+    assert tables[0][2] + tables[1][0] == pytest.approx(lp)
